@@ -1,0 +1,37 @@
+"""Evaluation of embeddings: verification, retrieval, recognition, clustering,
+landmarks, and an Eigenfaces baseline.
+
+Conventions (shared by every module):
+
+* Embeddings are numpy arrays (or array-likes) of shape ``[N, D]``.
+* Pair scores are DISTANCES: smaller means more similar.
+* ``same`` labels are ``1`` for a pair of the same identity, ``0`` otherwise.
+* A pair is predicted "same" when ``distance <= threshold``.
+
+The code is plain numpy / scipy / scikit-learn and runs whatever the Keras
+backend is.
+"""
+
+from __future__ import annotations
+
+from fsl.evaluation.verification import (
+    accuracy_at_threshold,
+    auc,
+    best_threshold,
+    eer,
+    kfold_verification,
+    pair_distances,
+    roc_curve,
+    val_far,
+)
+
+__all__ = [
+    "accuracy_at_threshold",
+    "auc",
+    "best_threshold",
+    "eer",
+    "kfold_verification",
+    "pair_distances",
+    "roc_curve",
+    "val_far",
+]
