@@ -23,6 +23,8 @@ __version__ = "0.1.0"
 # Eager: these register Keras serializables and are cheap to import.
 # (one line per module; keep this block sorted by dependency order)
 from fsl import distances  # noqa: E402,F401
+from fsl import mining  # noqa: E402,F401
+from fsl import losses  # noqa: E402,F401
 
 # Lazy: heavier modules (tf.data, sklearn, mtcnn) load on first use.
 _LAZY = ("data", "evaluation", "faces", "export", "training", "cli")

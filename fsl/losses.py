@@ -1,0 +1,640 @@
+"""Contrastive and triplet losses, a Keras 3 replacement for TensorFlow Addons.
+
+Each loss is a pure function (the math, with ``keras.ops`` only, so it runs on
+every Keras backend) and a thin ``keras.losses.Loss`` subclass that validates
+and stores plain arguments and is registered for serialization under the
+package ``"fsl"``: a model compiled with one reloads with
+``keras.saving.load_model(path)`` and no ``custom_objects``.
+
+Names, arguments and results follow ``tfa.losses`` (``ContrastiveLoss``,
+``TripletSemiHardLoss``, ``TripletHardLoss``), checked against values computed
+with TensorFlow Addons 0.23. Added: ``TripletLoss`` on explicit triplets,
+``PairContrastiveLoss`` on stacked embedding pairs and ``TripletBatchAllLoss``.
+
+Differences from TFA, all where TFA returns NaN or a meaningless value:
+
+* A batch with no valid triplet (no two examples share a label, or every
+  example has the same label, or ``B = 1``) gives a loss of exactly 0 with a
+  zero gradient. TFA's semi-hard loss returns NaN there (0 / 0) and its hard
+  loss returns about ``margin``.
+* The online triplet losses never build the ``[B * B, B]`` tile of TFA's
+  semi-hard loss: memory is O(B^2) (see ``fsl.mining``).
+* Gradients are finite for duplicate or identical embeddings (the square root
+  of a zero distance has a zero gradient).
+
+Like TFA, the online triplet losses compute in float32 when the embeddings are
+float16 / bfloat16 (mixed precision) and cast the loss back to that dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Union
+
+import keras
+from keras import ops
+
+from fsl import distances as distances_lib
+from fsl import mining
+
+Metric = Union[str, Callable[..., Any]]
+
+__all__ = [
+    "contrastive_loss",
+    "contrastive_loss_from_embeddings",
+    "triplet_loss",
+    "triplet_semihard_loss",
+    "triplet_hard_loss",
+    "triplet_batch_all_loss",
+    "ContrastiveLoss",
+    "PairContrastiveLoss",
+    "TripletLoss",
+    "TripletSemiHardLoss",
+    "TripletHardLoss",
+    "TripletBatchAllLoss",
+]
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+# === Validation ===
+
+
+def _validate_margin(margin) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise TypeError(
+            f"margin must be a non-negative number. Received: margin={margin!r} "
+            f"of type {type(margin).__name__}"
+        )
+    if not math.isfinite(float(margin)) or margin < 0:
+        raise ValueError(f"margin must be >= 0 and finite. Received: margin={margin!r}")
+    return float(margin)
+
+
+def _validate_metric(metric: Metric) -> Metric:
+    """A canonical metric name, or the callable as is; errors name the value."""
+    if callable(metric):
+        return metric
+    return distances_lib.canonical_name(metric)
+
+
+def _validate_soft(soft) -> bool:
+    if not isinstance(soft, bool):
+        raise TypeError(f"soft must be a bool. Received: soft={soft!r}")
+    return soft
+
+
+def _check_rank(x, rank: int, name: str, expected: str):
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) != rank:
+        raise ValueError(
+            f"{name} must have shape {expected}. Received: {name}.shape="
+            f"{tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_stacked(y_pred, k: int, expected: str):
+    y_pred = _check_rank(y_pred, 3, "y_pred", expected)
+    if y_pred.shape[1] is not None and y_pred.shape[1] != k:
+        raise ValueError(
+            f"y_pred must have shape {expected}. Received: y_pred.shape="
+            f"{tuple(y_pred.shape)}"
+        )
+    return y_pred
+
+
+def _to_compute_dtype(x):
+    """Float32 for low-precision (or non-float) input; returns (x, dtype in)."""
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _LOW_PRECISION or "float" not in dtype:
+        return ops.cast(x, "float32"), dtype
+    return x, dtype
+
+
+def _restore_dtype(loss, dtype: str):
+    if dtype in _LOW_PRECISION:
+        return ops.cast(loss, dtype)
+    return loss
+
+
+def _match_rank(y_true, y_pred):
+    """Squeeze a trailing axis of 1 so that ``[B]`` and ``[B, 1]`` do not broadcast."""
+    if len(y_true.shape) == len(y_pred.shape) + 1 and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    elif len(y_pred.shape) == len(y_true.shape) + 1 and y_pred.shape[-1] == 1:
+        y_pred = ops.squeeze(y_pred, axis=-1)
+    return y_true, y_pred
+
+
+def _serialize_metric(metric: Metric):
+    if callable(metric):
+        return keras.saving.serialize_keras_object(metric)
+    return metric
+
+
+def _deserialize_metric(metric):
+    if isinstance(metric, dict):
+        return keras.saving.deserialize_keras_object(metric)
+    return metric
+
+
+# === Pure functions ===
+
+
+def contrastive_loss(y_true, y_pred, margin: float = 1.0):
+    """Contrastive loss of pairs, from their distances (TFA convention).
+
+    Convention: ``y_true = 1`` means the pair is the SAME identity, ``0``
+    means DIFFERENT; ``y_pred`` is a DISTANCE (not a similarity). Per pair::
+
+        y * d^2 + (1 - y) * max(margin - d, 0)^2
+
+    Hadsell, Chopra and LeCun 2006, "Dimensionality Reduction by Learning an
+    Invariant Mapping".
+
+    Args:
+        y_true: ``[B]`` (or ``[B, 1]``) 1 for same, 0 for different.
+        y_pred: ``[B]`` (or ``[B, 1]``) distances ``>= 0``.
+        margin: distance beyond which a different pair costs nothing.
+
+    Returns:
+        Per-pair losses, the shape of ``y_pred``.
+
+    Raises:
+        ValueError: if ``margin < 0``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> loss = contrastive_loss(np.array([1.0, 0.0]), np.array([0.5, 0.25]))
+    >>> np.asarray(loss).tolist()
+    [0.25, 0.5625]
+    """
+    margin = _validate_margin(margin)
+    y_pred = ops.convert_to_tensor(y_pred)
+    if "float" not in keras.backend.standardize_dtype(y_pred.dtype):
+        y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    y_true, y_pred = _match_rank(y_true, y_pred)
+    return y_true * ops.square(y_pred) + (1.0 - y_true) * ops.square(
+        ops.maximum(margin - y_pred, 0.0)
+    )
+
+
+def contrastive_loss_from_embeddings(
+    y_true, a, b, margin: float = 1.0, distance_metric: Metric = "L2"
+):
+    """Contrastive loss of pairs given by their two embeddings.
+
+    ``contrastive_loss(y_true, d(a_i, b_i), margin)`` with ``y_true = 1`` for
+    SAME, ``0`` for DIFFERENT. With the default ``"L2"`` metric the gradient is
+    finite even where ``a_i == b_i``.
+
+    Args:
+        y_true: ``[B]`` (or ``[B, 1]``) 1 for same, 0 for different.
+        a: ``[B, D]`` first embeddings of the pairs.
+        b: ``[B, D]`` second embeddings.
+        margin: margin of the different pairs.
+        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a
+            callable ``(a, b) -> [B]``.
+
+    Returns:
+        ``[B]`` per-pair losses.
+    """
+    margin = _validate_margin(margin)
+    metric = _validate_metric(distance_metric)
+    a = _check_rank(a, 2, "a", "[B, D]")
+    b = _check_rank(b, 2, "b", "[B, D]")
+    distance = distances_lib.get_paired(metric)(a, b)
+    return contrastive_loss(y_true, distance, margin)
+
+
+def _triplet_hinge(anchor, positive, negative, margin, metric):
+    paired = distances_lib.get_paired(metric)
+    return ops.maximum(
+        paired(anchor, positive) - paired(anchor, negative) + margin, 0.0
+    )
+
+
+def triplet_loss(
+    anchor, positive, negative, margin: float = 0.2,
+    distance_metric: Metric = "squared-L2",
+):
+    """Triplet loss of explicit triplets (FaceNet).
+
+    ``mean(max(d(a, p) - d(a, n) + margin, 0))``; Schroff, Kalenichenko and
+    Philbin 2015, "FaceNet: A Unified Embedding for Face Recognition and
+    Clustering" (which uses the squared L2 distance and margin 0.2).
+
+    Args:
+        anchor: ``[B, D]`` anchor embeddings.
+        positive: ``[B, D]`` embeddings of the anchors' identities.
+        negative: ``[B, D]`` embeddings of other identities.
+        margin: the margin ``alpha``.
+        distance_metric: ``"squared-L2"`` (default), ``"L2"``, ``"angular"``
+            or a callable ``(a, b) -> [B]``.
+
+    Returns:
+        Scalar mean loss.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> a, p, n = (np.array([[x, 0.0]], "float32") for x in (0.0, 1.0, 2.0))
+    >>> float(triplet_loss(a, p, n, margin=0.2))  # max(1 - 4 + 0.2, 0)
+    0.0
+    """
+    margin = _validate_margin(margin)
+    metric = _validate_metric(distance_metric)
+    anchor = _check_rank(anchor, 2, "anchor", "[B, D]")
+    positive = _check_rank(positive, 2, "positive", "[B, D]")
+    negative = _check_rank(negative, 2, "negative", "[B, D]")
+    return ops.mean(_triplet_hinge(anchor, positive, negative, margin, metric))
+
+
+def _prepare_batch(y_true, y_pred, distance_metric):
+    y_pred = _check_rank(y_pred, 2, "y_pred", "[B, D] (embeddings)")
+    embeddings, dtype = _to_compute_dtype(y_pred)
+    positive_mask, negative_mask = mining.build_masks(y_true)
+    distances = mining.pairwise_distances(embeddings, distance_metric)
+    has_triplet = ops.logical_and(ops.any(positive_mask), ops.any(negative_mask))
+    return distances, positive_mask, negative_mask, has_triplet, dtype
+
+
+def triplet_semihard_loss(
+    y_true, y_pred, margin: float = 1.0, distance_metric: Metric = "L2"
+):
+    """Triplet loss with online semi-hard negative mining (as ``tfa.losses``).
+
+    For every positive pair ``(a, p)`` of the batch, the negative is the
+    closest ``n`` with ``d(a, n) > d(a, p)`` (semi-hard); when there is none,
+    the farthest negative of ``a``. The loss is
+    ``max(d(a, p) - d(a, n) + margin, 0)`` averaged over all positive pairs.
+    Schroff et al. 2015, "FaceNet"; the algorithm of TFA's
+    ``triplet_semihard_loss``, in O(B^2) memory.
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``.
+        y_pred: embeddings ``[B, D]`` (TFA expects them L2-normalised for the
+            L2 metrics; not required).
+        margin: the margin.
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a callable ``[B, D] -> [B, B]``.
+
+    Returns:
+        Scalar loss, in the dtype of ``y_pred``; 0 when the batch holds no
+        valid triplet.
+
+    Raises:
+        ValueError: negative margin, unknown metric, ``y_pred`` not rank 2.
+    """
+    margin = _validate_margin(margin)
+    metric = _validate_metric(distance_metric)
+    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+        y_true, y_pred, metric
+    )
+    semihard, _ = mining.semihard_negative(distances, negative_mask)
+    hinge = ops.maximum(distances - semihard + margin, 0.0)
+    positive = ops.cast(positive_mask, distances.dtype)
+    num_positives = ops.sum(positive)
+    loss = ops.sum(hinge * positive) / ops.maximum(num_positives, 1.0)
+    loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
+    return _restore_dtype(loss, dtype)
+
+
+def triplet_hard_loss(
+    y_true,
+    y_pred,
+    margin: float = 1.0,
+    soft: bool = False,
+    distance_metric: Metric = "L2",
+):
+    """Batch-hard triplet loss (as ``tfa.losses.TripletHardLoss``).
+
+    For every anchor, its hardest (farthest) positive and hardest (closest)
+    negative; ``max(hp - hn + margin, 0)``, or with ``soft=True``
+    ``log(1 + exp(hp - hn))`` (no margin); mean over all anchors of the
+    batch. Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for
+    Person Re-Identification".
+
+    As in TFA, an anchor with no positive in the batch still counts in the
+    mean, with ``hp`` = the minimum of its distance row (0).
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``.
+        y_pred: embeddings ``[B, D]``.
+        margin: the margin (unused when ``soft=True``).
+        soft: use the soft margin ``softplus(hp - hn)``.
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a callable ``[B, D] -> [B, B]``.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``; 0 when the batch holds no valid
+        triplet.
+
+    Raises:
+        ValueError: negative margin, unknown metric, ``y_pred`` not rank 2.
+    """
+    margin = _validate_margin(margin)
+    soft = _validate_soft(soft)
+    metric = _validate_metric(distance_metric)
+    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+        y_true, y_pred, metric
+    )
+    hard_positive = mining.hardest_positive(distances, positive_mask)
+    hard_negative = mining.hardest_negative(distances, negative_mask)
+    if soft:
+        per_anchor = ops.softplus(hard_positive - hard_negative)
+    else:
+        per_anchor = ops.maximum(hard_positive - hard_negative + margin, 0.0)
+    loss = ops.mean(per_anchor)
+    loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
+    return _restore_dtype(loss, dtype)
+
+
+def triplet_batch_all_loss(
+    y_true, y_pred, margin: float = 1.0, distance_metric: Metric = "L2"
+):
+    """Batch-all triplet loss: mean over the active valid triplets.
+
+    Every valid triplet ``(a, p, n)`` of the batch (``a != p`` same label,
+    ``n`` another label) gives ``max(d(a, p) - d(a, n) + margin, 0)``; the loss
+    is their mean over the triplets where it is positive (0 when there is
+    none). Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for
+    Person Re-Identification" ("batch all", averaged over non-zero terms).
+    Computed in O(B^2) memory from sorted negatives and prefix sums.
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``.
+        y_pred: embeddings ``[B, D]``.
+        margin: the margin.
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a callable ``[B, D] -> [B, B]``.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``.
+
+    Raises:
+        ValueError: negative margin, unknown metric, ``y_pred`` not rank 2.
+    """
+    margin = _validate_margin(margin)
+    metric = _validate_metric(distance_metric)
+    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+        y_true, y_pred, metric
+    )
+    hinge_sum, active = mining.batch_all_hinge(
+        distances, positive_mask, negative_mask, margin
+    )
+    total, count = ops.sum(hinge_sum), ops.sum(active)
+    loss = total / ops.maximum(count, 1.0)
+    loss = ops.where(ops.greater(count, 0.0), loss, ops.zeros_like(loss))
+    return _restore_dtype(loss, dtype)
+
+
+# === Loss classes ===
+
+
+class _MarginLoss(keras.losses.Loss):
+    """Stores and validates ``margin`` and ``distance_metric``."""
+
+    def __init__(
+        self,
+        margin: float,
+        distance_metric: Metric,
+        reduction: str,
+        name: str,
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = _validate_margin(margin)
+        self.distance_metric = _validate_metric(_deserialize_metric(distance_metric))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            margin=self.margin,
+            distance_metric=_serialize_metric(self.distance_metric),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss of pairs from their distances (``tfa.losses.ContrastiveLoss``).
+
+    ``y_true = 1`` SAME, ``0`` DIFFERENT; ``y_pred`` is a DISTANCE. Per pair
+    ``y * d^2 + (1 - y) * max(margin - d, 0)^2``, then the reduction (mean by
+    default). Hadsell, Chopra and LeCun 2006.
+
+    Args:
+        margin: distance beyond which a different pair costs nothing (>= 0).
+        reduction: Keras reduction, ``"sum_over_batch_size"`` by default.
+        name: name of the loss.
+        dtype: dtype of the computation (Keras default when ``None``).
+
+    Examples:
+
+    >>> import numpy as np
+    >>> loss = ContrastiveLoss(margin=1.0)
+    >>> float(loss(np.array([1.0, 0.0]), np.array([0.5, 0.25])))
+    0.40625
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        reduction: str = "sum_over_batch_size",
+        name: str = "contrastive_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = _validate_margin(margin)
+
+    def call(self, y_true, y_pred):
+        return contrastive_loss(y_true, y_pred, self.margin)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(margin=self.margin)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class PairContrastiveLoss(_MarginLoss):
+    """Contrastive loss of pairs given as stacked embeddings ``[B, 2, D]``.
+
+    ``y_pred[:, 0]`` and ``y_pred[:, 1]`` are the two embeddings of each pair
+    (e.g. the output of a siamese model that stacks its two towers);
+    ``y_true`` is 1 for SAME, 0 for DIFFERENT.
+
+    Args:
+        margin: margin of the different pairs (>= 0).
+        distance_metric: ``"L2"`` (default), ``"squared-L2"`` or ``"angular"``.
+        reduction: Keras reduction.
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        distance_metric: Metric = "L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "pair_contrastive_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        y_pred = _check_stacked(y_pred, 2, "[B, 2, D] (stacked pairs)")
+        return contrastive_loss_from_embeddings(
+            y_true, y_pred[:, 0], y_pred[:, 1], self.margin, self.distance_metric
+        )
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class TripletLoss(_MarginLoss):
+    """Triplet loss of explicit triplets stacked as ``y_pred = [B, 3, D]``.
+
+    ``y_pred[:, 0]`` anchors, ``y_pred[:, 1]`` positives, ``y_pred[:, 2]``
+    negatives; ``y_true`` is ignored. Per triplet
+    ``max(d(a, p) - d(a, n) + margin, 0)``, then the reduction (mean by
+    default). Schroff et al. 2015, "FaceNet".
+
+    Args:
+        margin: the margin (>= 0), 0.2 by default as in FaceNet.
+        distance_metric: ``"squared-L2"`` (default), ``"L2"``, ``"angular"``.
+        reduction: Keras reduction.
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        distance_metric: Metric = "squared-L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "triplet_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        y_pred = _check_stacked(y_pred, 3, "[B, 3, D] (anchor, positive, negative)")
+        return _triplet_hinge(
+            y_pred[:, 0], y_pred[:, 1], y_pred[:, 2], self.margin, self.distance_metric
+        )
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class TripletSemiHardLoss(_MarginLoss):
+    """Triplet loss with online semi-hard mining (``tfa.losses.TripletSemiHardLoss``).
+
+    ``y_true``: integer labels ``[B]`` or ``[B, 1]``; ``y_pred``: embeddings
+    ``[B, D]``. See ``triplet_semihard_loss``. Labels reach the loss cast to
+    the loss dtype (float32), so they must be below 2**24 in magnitude.
+
+    Args:
+        margin: the margin (>= 0).
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a registered callable ``[B, D] -> [B, B]``.
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 0.0], [0.0, 0.1], [1.0, 0.0], [1.0, 0.1]], "float32")
+    >>> loss = TripletSemiHardLoss(margin=0.5)
+    >>> float(loss(np.array([0, 0, 1, 1]), x))  # max(0.1 - 1.0 + 0.5, 0)
+    0.0
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        distance_metric: Metric = "L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "triplet_semihard_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class TripletHardLoss(_MarginLoss):
+    """Batch-hard triplet loss (``tfa.losses.TripletHardLoss``).
+
+    ``y_true``: integer labels ``[B]`` or ``[B, 1]``; ``y_pred``: embeddings
+    ``[B, D]``. See ``triplet_hard_loss``.
+
+    Args:
+        margin: the margin (>= 0).
+        soft: soft margin ``log(1 + exp(hp - hn))`` instead of the hinge.
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a registered callable.
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        soft: bool = False,
+        distance_metric: Metric = "L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "triplet_hard_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+        self.soft = _validate_soft(soft)
+
+    def call(self, y_true, y_pred):
+        return triplet_hard_loss(
+            y_true, y_pred, self.margin, self.soft, self.distance_metric
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(soft=self.soft)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class TripletBatchAllLoss(_MarginLoss):
+    """Batch-all triplet loss over the active triplets (Hermans et al. 2017).
+
+    ``y_true``: integer labels ``[B]`` or ``[B, 1]``; ``y_pred``: embeddings
+    ``[B, D]``. See ``triplet_batch_all_loss``.
+
+    Args:
+        margin: the margin (>= 0).
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a registered callable.
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        distance_metric: Metric = "L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "triplet_batch_all_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return triplet_batch_all_loss(
+            y_true, y_pred, self.margin, self.distance_metric
+        )
