@@ -1,0 +1,410 @@
+"""Keras layers for similarity learning, serializable and ``Lambda``-free.
+
+* ``L2Normalize``: project embeddings onto the unit hypersphere (FaceNet).
+* ``PairDistance``: row-wise distance between two embedding batches, the
+  output of a siamese distance network trained with a contrastive loss.
+* ``SiameseHead``: logistic regression on ``|f1 - f2|`` or the chi-square
+  similarity, giving ``P(same)`` for a pair (verification as binary
+  classification).
+* ``Standardize``: pixel standardisation inside the model, so that exported
+  models take raw pixels.
+* ``ScaledResidual``: ``x + scale * residual``, the scaled shortcut of
+  Inception-ResNet blocks.
+
+Every layer is registered under the package name ``"fsl"`` and has a plain
+JSON ``get_config``, so models that use them reload with
+``keras.saving.load_model(path)`` and no ``custom_objects`` once ``fsl`` is
+imported. The math uses ``keras.ops`` only and runs on every Keras backend.
+
+Pair label convention, everywhere in ``fsl``: ``1`` = same identity,
+``0`` = different.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from fsl import distances
+
+__all__ = [
+    "L2Normalize",
+    "PairDistance",
+    "SiameseHead",
+    "Standardize",
+    "ScaledResidual",
+]
+
+
+def _check_pair(inputs: Any, layer: str) -> tuple[Any, Any]:
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        kind = type(inputs).__name__
+        length = len(inputs) if isinstance(inputs, (list, tuple)) else None
+        raise ValueError(
+            f"{layer} must be called on a list of two tensors [a, b]. Received: "
+            f"inputs of type {kind}" + (f" with {length} items" if length is not None else "")
+        )
+    return inputs[0], inputs[1]
+
+
+def _check_pair_shapes(input_shape: Any, layer: str) -> tuple[tuple, tuple]:
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or len(input_shape) != 2
+        or not all(isinstance(s, (list, tuple)) for s in input_shape)
+    ):
+        raise ValueError(
+            f"{layer} expects the shapes of two tensors [a, b]. "
+            f"Received: input_shape={input_shape}"
+        )
+    a, b = (tuple(s) for s in input_shape)
+    if len(a) != len(b) or (
+        a[-1] is not None and b[-1] is not None and a[-1] != b[-1]
+    ):
+        raise ValueError(
+            f"{layer}: both inputs must have the same rank and last dimension. "
+            f"Received: input_shape={input_shape}"
+        )
+    return a, b
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class L2Normalize(keras.layers.Layer):
+    """Scale each embedding to unit L2 norm.
+
+    FaceNet constrains embeddings to the unit hypersphere, ``||f(x)||_2 = 1``,
+    so that squared distances lie in ``[0, 4]`` and a triplet margin has a
+    fixed scale. Computes ``x / sqrt(max(sum(x ** 2, axis), epsilon))``
+    (``fsl.distances.l2_normalize``): an all-zero row stays zero, never NaN.
+
+    Reference: Schroff, Kalenichenko and Philbin, "FaceNet: A Unified
+    Embedding for Face Recognition and Clustering", CVPR 2015.
+
+    Args:
+        axis: axis to normalise along (an int).
+        epsilon: lower bound on the squared norm, ``> 0``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: if ``epsilon <= 0``.
+        TypeError: if ``axis`` is not an int.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.array([[3.0, 4.0]], "float32")
+    >>> np.asarray(L2Normalize()(x)).round(3).tolist()
+    [[0.6, 0.8]]
+    """
+
+    def __init__(self, axis: int = -1, epsilon: float = 1e-12, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"axis must be an int. Received: axis={axis!r}")
+        if not isinstance(epsilon, (int, float)) or not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}")
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return distances.l2_normalize(inputs, axis=self.axis, epsilon=self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"axis": self.axis, "epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class PairDistance(keras.layers.Layer):
+    """Row-wise distance ``d(a_i, b_i)`` between two batches of embeddings.
+
+    Called on ``[a, b]`` (two ``[B, D]`` tensors), returns ``[B, 1]`` (or
+    ``[B]`` with ``keepdims=False``). It replaces the ``Lambda`` distance layer
+    of the keras.io siamese contrastive example, so the model serializes. The
+    ``"L2"`` distance is exactly 0 with a zero gradient for identical rows.
+
+    Reference: Hadsell, Chopra and LeCun, "Dimensionality Reduction by
+    Learning an Invariant Mapping", CVPR 2006 (the contrastive loss that
+    consumes this distance).
+
+    Args:
+        metric: ``"L2"``, ``"squared-L2"`` or ``"angular"`` (or an alias such
+            as ``"euclidean"``, ``"cosine"``); see ``fsl.distances``. Stored
+            under its canonical name.
+        keepdims: return ``[B, 1]`` (True, the default, the shape a Keras loss
+            expects next to ``[B, 1]`` labels) or ``[B]``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: for an unknown metric name.
+        TypeError: for a metric that is not a string (a callable would not
+            serialize), or a non-bool ``keepdims``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> a = np.array([[0.0, 0.0]], "float32")
+    >>> b = np.array([[3.0, 4.0]], "float32")
+    >>> np.asarray(PairDistance("L2")([a, b])).tolist()
+    [[5.0]]
+    """
+
+    def __init__(self, metric: str = "L2", keepdims: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.metric = distances.canonical_name(metric)
+        if not isinstance(keepdims, bool):
+            raise TypeError(f"keepdims must be a bool. Received: keepdims={keepdims!r}")
+        self.keepdims = keepdims
+        self._fn = distances.get_paired(self.metric)
+
+    def build(self, input_shape):
+        _check_pair_shapes(input_shape, "PairDistance")
+        self.built = True
+
+    def call(self, inputs):
+        a, b = _check_pair(inputs, "PairDistance")
+        d = self._fn(a, b)
+        return ops.expand_dims(d, -1) if self.keepdims else d
+
+    def compute_output_shape(self, input_shape):
+        a, _ = _check_pair_shapes(input_shape, "PairDistance")
+        return a[:-1] + (1,) if self.keepdims else a[:-1]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"metric": self.metric, "keepdims": self.keepdims})
+        return config
+
+
+_SIAMESE_KINDS = ("abs", "chi2")
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class SiameseHead(keras.layers.Layer):
+    """Face verification as binary classification: ``P(same)`` for a pair.
+
+    Called on ``[f1, f2]`` (two ``[B, D]`` embeddings of the two images from a
+    shared encoder), returns ``sigmoid(sum_k w_k * phi_k + b)`` of shape
+    ``[B, 1]``, the probability that the two images show the SAME identity
+    (label convention: ``1`` = same, ``0`` = different; train with
+    ``keras.losses.BinaryCrossentropy``). Features:
+
+    * ``kind="abs"``: ``phi_k = |f1_k - f2_k|``.
+    * ``kind="chi2"``: the chi-square similarity
+      ``phi_k = (f1_k - f2_k)^2 / (f1_k + f2_k)``. It assumes non-negative
+      features (e.g. ReLU outputs); the layer computes
+      ``(f1_k - f2_k)^2 / (|f1_k + f2_k| + epsilon)`` so that it stays finite
+      (0 with finite gradients where ``f1_k = f2_k = 0``) for any input.
+
+    Both features are symmetric, so the output does not depend on the order
+    of the pair.
+
+    Reference: Andrew Ng, deeplearning.ai "Convolutional Neural Networks"
+    course, week 4, "Face verification and binary classification"; Taigman et
+    al., "DeepFace", CVPR 2014 (the chi-square similarity).
+
+    Args:
+        kind: ``"abs"`` or ``"chi2"``.
+        epsilon: ``> 0``, added to the chi-square denominator.
+        kernel_initializer: initializer of the weights ``w`` (``[D, 1]``).
+        bias_initializer: initializer of the bias ``b`` (``[1]``).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: for an unknown ``kind`` or ``epsilon <= 0``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> head = SiameseHead("abs")
+    >>> f = np.ones((2, 8), "float32")
+    >>> head([f, f]).shape
+    (2, 1)
+    """
+
+    def __init__(
+        self,
+        kind: str = "abs",
+        epsilon: float = 1e-7,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if kind not in _SIAMESE_KINDS:
+            raise ValueError(
+                f"kind must be one of {list(_SIAMESE_KINDS)}. Received: kind={kind!r}"
+            )
+        if not isinstance(epsilon, (int, float)) or not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}")
+        self.kind = kind
+        self.epsilon = float(epsilon)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        a, _ = _check_pair_shapes(input_shape, "SiameseHead")
+        if a[-1] is None:
+            raise ValueError(
+                "SiameseHead needs a known feature dimension. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.kernel = self.add_weight(
+            name="kernel", shape=(a[-1], 1), initializer=self.kernel_initializer
+        )
+        self.bias = self.add_weight(
+            name="bias", shape=(1,), initializer=self.bias_initializer
+        )
+        self.built = True
+
+    def features(self, f1, f2):
+        """The pair features ``phi`` (``[B, D]``) before the logistic unit."""
+        diff = ops.subtract(f1, f2)
+        if self.kind == "abs":
+            return ops.abs(diff)
+        return ops.square(diff) / (ops.abs(ops.add(f1, f2)) + self.epsilon)
+
+    def call(self, inputs):
+        f1, f2 = _check_pair(inputs, "SiameseHead")
+        logits = ops.matmul(self.features(f1, f2), self.kernel) + self.bias
+        return ops.sigmoid(logits)
+
+    def compute_output_shape(self, input_shape):
+        a, _ = _check_pair_shapes(input_shape, "SiameseHead")
+        return a[:-1] + (1,)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "kind": self.kind,
+                "epsilon": self.epsilon,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+
+_STANDARDIZE_MODES = ("fixed", "prewhiten", "unit")
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class Standardize(keras.layers.Layer):
+    """Standardise raw pixel values inside the model.
+
+    Putting the preprocessing in the model means an exported model takes raw
+    pixels (``0..255``, ``uint8`` or float) and nobody has to remember the
+    formula at serving time. Integer inputs are cast to the layer's compute
+    dtype (``float32`` by default). Modes, as in David Sandberg's ``facenet``
+    (``facenet.py``):
+
+    * ``"fixed"``: ``(x - 127.5) / 128`` (``fixed_image_standardization``).
+    * ``"prewhiten"``: per image, ``(x - mean) / max(std, 1 / sqrt(n))`` with
+      ``mean``, ``std`` over all ``n`` pixel values of that image
+      (``prewhiten``). A constant image maps to zeros.
+    * ``"unit"``: ``x / 255``.
+
+    Args:
+        mode: ``"fixed"``, ``"prewhiten"`` or ``"unit"``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: for an unknown ``mode``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.array([[0, 255]], "uint8")
+    >>> np.asarray(Standardize("unit")(x)).tolist()
+    [[0.0, 1.0]]
+    """
+
+    def __init__(self, mode: str = "fixed", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in _STANDARDIZE_MODES:
+            raise ValueError(
+                f"mode must be one of {list(_STANDARDIZE_MODES)}. Received: mode={mode!r}"
+            )
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "fixed":
+            return (x - 127.5) / 128.0
+        if self.mode == "unit":
+            return x / 255.0
+        axes = tuple(range(1, len(x.shape)))
+        if not axes:
+            raise ValueError(
+                "Standardize(mode='prewhiten') needs a batch of images with rank "
+                f">= 2. Received: input of shape {x.shape}"
+            )
+        n = 1
+        for dim in x.shape[1:]:
+            n = None if (n is None or dim is None) else n * dim
+        if n is None:
+            n = ops.cast(ops.prod(ops.shape(x)[1:]), x.dtype)
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=axes, keepdims=True))
+        std_adj = ops.maximum(std, 1.0 / ops.sqrt(ops.cast(n, x.dtype)))
+        return (x - mean) / std_adj
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class ScaledResidual(keras.layers.Layer):
+    """``x + scale * residual``: the scaled shortcut of Inception-ResNet.
+
+    Called on ``[x, residual]`` (same shapes). Scaling the residual branch by
+    ``0.1 .. 0.3`` before the addition stabilises the training of
+    Inception-ResNet networks.
+
+    Reference: Szegedy, Ioffe, Vanhoucke and Alemi, "Inception-v4,
+    Inception-ResNet and the Impact of Residual Connections on Learning",
+    AAAI 2017, section 3.3.
+
+    Args:
+        scale: the residual scale, a finite float ``> 0``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: if ``scale <= 0``.
+    """
+
+    def __init__(self, scale: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"scale must be > 0. Received: scale={scale!r}")
+        self.scale = float(scale)
+
+    def call(self, inputs):
+        x, residual = _check_pair(inputs, "ScaledResidual")
+        return x + self.scale * residual
+
+    def compute_output_shape(self, input_shape):
+        a, _ = _check_pair_shapes(input_shape, "ScaledResidual")
+        return a
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
