@@ -24,6 +24,7 @@ from fsl.evaluation.verification import (
     roc_curve,
     val_far,
 )
+from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 
 __all__ = [
     "accuracy_at_threshold",
@@ -31,7 +32,10 @@ __all__ = [
     "best_threshold",
     "eer",
     "kfold_verification",
+    "map_at_r",
     "pair_distances",
+    "precision_at_1",
+    "recall_at_k",
     "roc_curve",
     "val_far",
 ]
