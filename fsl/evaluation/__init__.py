@@ -24,17 +24,23 @@ from fsl.evaluation.verification import (
     roc_curve,
     val_far,
 )
+from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 
 __all__ = [
     "accuracy_at_threshold",
+    "ari",
     "auc",
     "best_threshold",
+    "cluster",
+    "clustering_scores",
     "eer",
     "kfold_verification",
     "map_at_r",
+    "nmi",
     "pair_distances",
     "precision_at_1",
+    "purity",
     "recall_at_k",
     "roc_curve",
     "val_far",
