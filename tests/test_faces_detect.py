@@ -119,7 +119,9 @@ class _ScriptedDetector:
     """Returns fixed MTCNN numpy rows; records the image and kwargs it got."""
 
     def __init__(self, rows):
-        self.rows = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+        self.rows = np.asarray(rows, dtype=np.float64)
+        if self.rows.size == 0:
+            self.rows = self.rows.reshape(0, 16)
         self.calls = []
 
     def detect_faces(self, image, **kwargs):
@@ -163,6 +165,12 @@ def test_upscale_divides_coordinates_back():
     assert image.shape == (100, 80, 3) and kwargs["min_face_size"] == 16
     assert faces[0].box == (10.0, 20.0, 20.0, 30.0)
     np.testing.assert_allclose(faces[0].keypoints[0], [15.0, 30.0])
+
+
+def test_detector_without_landmarks_raises():
+    boxes_only = np.array([[0, 10, 10, 30, 40, 0.99]])  # stages="face_detection_only"
+    with pytest.raises(ValueError, match=r"Received: rows with shape \(1, 6\)"):
+        detect(np.zeros((50, 50, 3), np.uint8), detector=_ScriptedDetector(boxes_only))
 
 
 # --- bad input ----------------------------------------------------------------------

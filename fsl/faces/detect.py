@@ -255,7 +255,15 @@ def detect(
         box_format="xyxy",
         min_face_size=int(min_face_size),
     )
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.size == 0:
+        rows = rows.reshape(0, 16)
+    if rows.ndim != 2 or rows.shape[1] != 16:
+        raise ValueError(
+            "detector must return MTCNN rows [N, 16] (image id, box, score, 5 "
+            "landmarks): build it with stages='face_and_landmarks_detection'. "
+            f"Received: rows with shape {rows.shape}"
+        )
 
     faces = []
     for row in rows:
