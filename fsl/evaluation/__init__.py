@@ -25,19 +25,29 @@ from fsl.evaluation.verification import (
     val_far,
 )
 from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
+from fsl.evaluation.landmarks import (
+    attribute_accuracy,
+    failure_rate,
+    landmark_report,
+    normalized_mean_error,
+)
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 
 __all__ = [
     "accuracy_at_threshold",
     "ari",
+    "attribute_accuracy",
     "auc",
     "best_threshold",
     "cluster",
     "clustering_scores",
     "eer",
+    "failure_rate",
     "kfold_verification",
+    "landmark_report",
     "map_at_r",
     "nmi",
+    "normalized_mean_error",
     "pair_distances",
     "precision_at_1",
     "purity",
