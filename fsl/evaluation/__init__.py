@@ -31,17 +31,21 @@ from fsl.evaluation.landmarks import (
     landmark_report,
     normalized_mean_error,
 )
+from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 
 __all__ = [
+    "Gallery",
     "accuracy_at_threshold",
     "ari",
     "attribute_accuracy",
     "auc",
     "best_threshold",
+    "choose_threshold",
     "cluster",
     "clustering_scores",
     "eer",
+    "evaluate_open_set",
     "failure_rate",
     "kfold_verification",
     "landmark_report",
