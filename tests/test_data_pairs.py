@@ -59,8 +59,10 @@ def test_batches_are_balanced_and_anchors_cycle():
     i1, i2, same = pairs.sample_pair_indices(y, 40, seed=1, batch_size=8)
     _check_pairs(y, i1, i2, same)
     assert [int(same[s : s + 8].sum()) for s in range(0, 40, 8)] == [4] * 5
-    # 20 positive and 20 negative anchors, each a permutation prefix: no repeats.
-    assert len(set(i1[same == 1])) == 20 and len(set(i1[same == 0])) == 20
+    # 40 pairs over 40 images: every image is the anchor of exactly one pair.
+    assert sorted(i1.tolist()) == list(range(40))
+    i1, _, _ = pairs.sample_pair_indices(y, 100, seed=1)
+    assert np.bincount(i1, minlength=40).min() >= 2  # 2.5 cycles of permutations
 
 
 def test_negatives_reach_every_other_class():
@@ -101,6 +103,7 @@ def test_pair_dataset_shapes_labels_and_balance():
     assert sizes == [8] * 5
     _check_pairs(y, i1, i2, same)
     assert int(same.sum()) == 20
+    assert sorted(i1.tolist()) == list(range(40))  # each image anchors one pair
 
 
 def test_pair_dataset_redraws_each_epoch_and_is_deterministic():

@@ -135,9 +135,10 @@ def sample_pair_indices(
     Positives and negatives are balanced exactly: ``floor(positive_fraction *
     num_pairs)`` positives, spread so that every run of ``batch_size``
     consecutive pairs holds ``positive_fraction * batch_size`` positives up to
-    one. Anchors cycle through random permutations of the images (positive
-    anchors through the images of classes with >= 2 examples), so with
-    ``num_pairs = len(y)`` nearly every image is an anchor once.
+    one. Anchors (``i1``) cycle through random permutations of all images, so
+    with ``num_pairs = len(y)`` every image is the anchor of exactly one pair
+    (except that a positive pair never uses an image alone in its class as
+    anchor: a random image of a class with >= 2 examples replaces it).
 
     Args:
         y: int labels ``[N]`` with at least 2 classes.
@@ -173,13 +174,14 @@ def sample_pair_indices(
             f"has one. Received: positive_fraction={positive_fraction}"
         )
     is_pos = same == 1.0
-    anchors = np.empty(num_pairs, dtype=np.int64)
+    anchors = _cycled_permutations(np.arange(len(y)), num_pairs, rng)
+    # A positive slot cannot use an image alone in its class: a random image
+    # of a class with >= 2 examples takes its place.
+    alone = is_pos & (index.counts[index.inverse[anchors]] < 2)
+    anchors[alone] = rng.choice(index.eligible, int(alone.sum()))
     partners = np.empty(num_pairs, dtype=np.int64)
-    pos_anchors = _cycled_permutations(index.eligible, n_pos, rng)
-    neg_anchors = _cycled_permutations(np.arange(len(y)), num_pairs - n_pos, rng)
-    anchors[is_pos], anchors[~is_pos] = pos_anchors, neg_anchors
-    partners[is_pos] = index.positives(pos_anchors, rng)
-    partners[~is_pos] = index.negatives(neg_anchors, rng)
+    partners[is_pos] = index.positives(anchors[is_pos], rng)
+    partners[~is_pos] = index.negatives(anchors[~is_pos], rng)
 
     if batch_size is not None:
         chunk = np.arange(num_pairs) // _check_positive_int("batch_size", batch_size)
