@@ -1,0 +1,191 @@
+"""Plumbing shared by the trainers: validation, seeds, compile, fit, run files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import keras
+import numpy as np
+
+from fsl.training._runs import RunDir, prepare_run, versions
+
+logger = logging.getLogger(__name__)
+
+
+# === Argument validation ===
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0. Received: seed={seed!r}")
+    return int(seed)
+
+
+def check_positive_float(name: str, value: Any, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}. Received: {name}={value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}. Received: {name}={value!r}")
+    return value
+
+
+def check_jit(jit_compile: Any) -> bool | str:
+    if jit_compile not in (True, False, "auto"):
+        raise ValueError(
+            f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}"
+        )
+    return jit_compile
+
+
+# === Compile and fit ===
+
+
+def resolve_jit(model: keras.Model, jit_compile: bool | str = "auto") -> bool:
+    """Whether to compile the train step with XLA.
+
+    ``"auto"``: yes on JAX, and on TensorFlow with a GPU/TPU; no on a
+    CPU-only TensorFlow (where the XLA compile time outweighs its gain in
+    a short run, as Keras's own ``"auto"`` decides). ``True``: yes where the
+    backend allows. In both cases, no on torch or when a layer of the model
+    says it does not support XLA (``layer.supports_jit``): the model is then
+    compiled without XLA and the reason is logged.
+    """
+    if jit_compile is False:
+        return False
+    backend = keras.backend.backend()
+    if backend == "torch":
+        logger.info("jit_compile disabled: not supported by the torch backend here")
+        return False
+    if jit_compile == "auto" and backend == "tensorflow" and not _tf_has_accelerator():
+        # As Keras's own "auto": on a CPU-only TensorFlow, XLA compilation
+        # costs more than it saves in a short run.
+        logger.info("jit_compile disabled: TensorFlow on CPU only (pass jit_compile=True to force)")
+        return False
+    unsupported = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
+    if unsupported:
+        logger.info("jit_compile disabled: layers without XLA support: %s", unsupported)
+        return False
+    return True
+
+
+def _tf_has_accelerator() -> bool:
+    import tensorflow as tf
+
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and the backend (``keras.utils.set_random_seed``)."""
+    keras.utils.set_random_seed(seed)
+
+
+def start_run(
+    task: str,
+    arguments: Mapping[str, Any],
+    output_dir,
+    run,
+    overwrite: bool,
+    resume: bool,
+) -> RunDir:
+    """Create the run folder and write a first ``config.json``."""
+    run_dir = prepare_run(task, output_dir, run, overwrite=overwrite, resume=resume)
+    config = {
+        "task": task,
+        "run": run_dir.name,
+        "arguments": dict(arguments),
+        "seed": arguments.get("seed"),
+        "versions": versions(),
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if resume and run_dir.config_path.is_file():
+        previous = run_dir.read_config()
+        config["resumed_from_epoch"] = run_dir.completed_epochs()
+        config["started"] = previous.get("started", config["started"])
+    run_dir.write_config(config)
+    return run_dir
+
+
+def update_config(run_dir: RunDir, **entries: Any) -> dict:
+    config = run_dir.read_config()
+    config.update(entries)
+    run_dir.write_config(config)
+    return config
+
+
+def fit(
+    model: keras.Model,
+    dataset,
+    epochs: int,
+    run_dir: RunDir,
+    callbacks=None,
+    verbose: int | str = "auto",
+    **fit_kwargs,
+) -> tuple[dict[str, list[float]], float]:
+    """``model.fit`` with the run's callbacks; returns (full history, seconds).
+
+    The history covers every epoch of the run, including those trained before
+    an interruption (read back from ``history.csv``).
+    """
+    start = time.perf_counter()
+    model.fit(
+        dataset,
+        epochs=epochs,
+        callbacks=run_dir.callbacks(callbacks),
+        verbose=verbose,
+        shuffle=False,  # tf.data pipelines shuffle (or draw) their own batches
+        **fit_kwargs,
+    )
+    seconds = time.perf_counter() - start
+    return run_dir.history(), seconds
+
+
+def finish_run(
+    run_dir: RunDir,
+    metrics: dict[str, Any],
+    history: Mapping[str, list[float]],
+    train_seconds: float,
+    data_source: str,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` and mark the config finished."""
+    metrics = dict(metrics)
+    metrics["history"] = {k: list(v) for k, v in history.items()}
+    metrics["epochs_completed"] = len(next(iter(history.values()), []))
+    metrics["train_seconds"] = train_seconds
+    metrics["data_source"] = data_source
+    run_dir.write_metrics(metrics)
+    update_config(run_dir, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return metrics
+
+
+def predict(model: keras.Model, x, batch_size: int = 256) -> np.ndarray:
+    """``model.predict`` to numpy, quietly."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def echo(message: str, verbose: int | str) -> None:
+    """Print a summary line unless ``verbose == 0``."""
+    if verbose != 0:
+        print(message, flush=True)
+
+
+TrainFn = Callable[..., dict]

@@ -1,0 +1,329 @@
+"""Run folders: one folder per training run, never silently overwritten.
+
+A run folder ``<output_dir>/<run>/`` holds:
+
+* ``model.keras``: the trained model (reloads with no ``custom_objects``);
+* ``embedding.keras``: the embedding model, for tasks that learn one;
+* ``config.json``: every argument, the seed, the data source actually used and
+  the versions of Python, Keras, TensorFlow and the Keras backend;
+* ``metrics.json``: what the run measured, with the per-epoch ``history``;
+* ``history.csv``: one row per finished epoch (appended across resumes);
+* ``logs/``: TensorBoard logs;
+* ``backup/``: the ``keras.callbacks.BackupAndRestore`` checkpoint, present
+  only while a run is unfinished (Keras deletes it when ``fit`` completes).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import logging
+import math
+import pathlib
+import platform
+import shutil
+from typing import Any, Iterable, Mapping
+
+import keras
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = "saved_models"
+MODEL_FILE = "model.keras"
+EMBEDDING_FILE = "embedding.keras"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+LOGS_DIR = "logs"
+BACKUP_DIR = "backup"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a run depends on (for ``config.json``)."""
+    import fsl
+
+    info = {
+        "fsl": fsl.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    except ImportError:  # pragma: no cover - tensorflow is a dependency
+        info["tensorflow"] = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+    return info
+
+
+def tensorboard_available() -> bool:
+    """Whether the ``tensorboard`` package (needed by the TensorBoard callback)
+    is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and tuples to plain JSON values.
+
+    Non-finite floats become ``None`` (JSON has no NaN).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return value
+
+
+def _write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: str | pathlib.Path) -> dict[str, Any]:
+    """Read a JSON file written by a run, with a clear error if it is missing."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {path}")
+    return json.loads(path.read_text())
+
+
+class RunDir:
+    """Paths and files of one run folder.
+
+    Args:
+        path: the run folder.
+    """
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+
+    # === Paths ===
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model_path(self) -> pathlib.Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def embedding_path(self) -> pathlib.Path:
+        return self.path / EMBEDDING_FILE
+
+    @property
+    def config_path(self) -> pathlib.Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> pathlib.Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def history_path(self) -> pathlib.Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def logs_dir(self) -> pathlib.Path:
+        return self.path / LOGS_DIR
+
+    @property
+    def backup_dir(self) -> pathlib.Path:
+        return self.path / BACKUP_DIR
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # === Files ===
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        _write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        return read_json(self.config_path)
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        _write_json(self.metrics_path, metrics)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return read_json(self.metrics_path)
+
+    def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
+        """The run's callbacks: backup/restore, per-epoch CSV, TensorBoard.
+
+        ``BackupAndRestore`` comes first so that the checkpoint of an epoch is
+        written before anything after it (e.g. an interruption) runs.
+        ``extra`` callbacks come last.
+        """
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(self.backup_dir), delete_checkpoint=True),
+            keras.callbacks.CSVLogger(str(self.history_path), append=True),
+        ]
+        if tensorboard_available():
+            callbacks.append(
+                keras.callbacks.TensorBoard(
+                    log_dir=str(self.logs_dir), write_graph=False, profile_batch=0
+                )
+            )
+        else:
+            logger.warning(
+                "TensorBoard logs are NOT written to %s: the 'tensorboard' package "
+                "is not installed (pip install tensorboard)",
+                self.logs_dir,
+            )
+        return callbacks + list(extra or [])
+
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch history from ``history.csv``, across resumed runs.
+
+        If an interruption left an epoch logged twice, the last row wins.
+        """
+        if not self.history_path.is_file():
+            return {}
+        with self.history_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        by_epoch: dict[int, dict[str, str]] = {}
+        for row in rows:
+            if row.get("epoch") in (None, "", "epoch"):
+                continue
+            by_epoch[int(row["epoch"])] = row
+        history: dict[str, list[float]] = {}
+        for epoch in sorted(by_epoch):
+            for key, value in by_epoch[epoch].items():
+                if key == "epoch":
+                    continue
+                # CSVLogger writes "NA" for a metric an epoch did not log.
+                number = float("nan") if value in (None, "", "NA") else float(value)
+                history.setdefault(key, []).append(number)
+        return {
+            key: values
+            for key, values in history.items()
+            if not all(math.isnan(v) for v in values)
+        }
+
+    def completed_epochs(self) -> int:
+        """Epochs already backed up by ``BackupAndRestore`` (0 if none)."""
+        meta = self.backup_dir / "training_metadata.json"
+        if not meta.is_file():
+            return 0
+        return int(json.loads(meta.read_text()).get("epoch", 0))
+
+
+def _validate_name(run: str) -> str:
+    if not isinstance(run, str) or not run.strip():
+        raise ValueError(f"run must be a non-empty string. Received: run={run!r}")
+    if run in (".", "..") or "/" in run or "\\" in run:
+        raise ValueError(
+            f"run must be a plain folder name (no path separators). Received: run={run!r}"
+        )
+    return run
+
+
+def prepare_run(
+    task: str,
+    output_dir: str | pathlib.Path | None = None,
+    run: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> RunDir:
+    """Create (or reopen, to resume) the folder of a training run.
+
+    Args:
+        task: task name, e.g. ``"siamese-mnist"``; the default run name is the
+            task name plus a timestamp.
+        output_dir: parent folder of all runs. Defaults to ``./saved_models``.
+        run: run folder name. Defaults to ``"<task>-<YYYYmmdd-HHMMSS>"``; with
+            ``resume=True`` and no name, the latest unfinished run of ``task``.
+        overwrite: delete an existing run folder of that name first.
+        resume: continue an interrupted run in an existing folder (its
+            ``backup/`` checkpoint restores the weights and the epoch).
+
+    Returns:
+        The ``RunDir``.
+
+    Raises:
+        ValueError: if both ``overwrite`` and ``resume`` are set, or the name
+            is not a plain folder name.
+        FileExistsError: if the folder exists and neither ``overwrite`` nor
+            ``resume`` is set, or ``resume`` is set on a finished run.
+        FileNotFoundError: if ``resume`` is set and there is nothing to resume.
+    """
+    if overwrite and resume:
+        raise ValueError(
+            "overwrite and resume cannot both be set. Received: overwrite=True, resume=True"
+        )
+    root = pathlib.Path(output_dir if output_dir is not None else DEFAULT_OUTPUT_DIR)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"output_dir is not a folder. Received: output_dir={str(root)!r}")
+    if run is None and resume:
+        candidates = sorted(
+            p for p in root.glob(f"{task}-*") if (p / BACKUP_DIR).is_dir()
+        ) if root.is_dir() else []
+        if not candidates:
+            raise FileNotFoundError(
+                f"resume=True but there is no unfinished {task!r} run in {str(root)!r}; "
+                "name one with run=..."
+            )
+        run = candidates[-1].name
+    if run is None:
+        run = f"{task}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = RunDir(root / _validate_name(run))
+    path = run_dir.path
+    if resume:
+        if not path.is_dir():
+            raise FileNotFoundError(f"Cannot resume: run folder {str(path)!r} does not exist")
+        if run_dir.metrics_path.is_file() and not run_dir.backup_dir.exists():
+            raise FileExistsError(
+                f"Cannot resume: run {str(path)!r} already finished; use "
+                "overwrite to train it again or another run name"
+            )
+        logger.info("Resuming run %s from epoch %d", path, run_dir.completed_epochs())
+    elif path.exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"Run folder {str(path)!r} already exists; use overwrite=True "
+                "(--overwrite) to replace it, resume=True (--resume) to continue "
+                "it, or another run name"
+            )
+        logger.warning("Overwriting run folder %s", path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def open_run(path: str | pathlib.Path) -> RunDir:
+    """Open an existing, finished run folder (for evaluate / embed / export).
+
+    Raises:
+        FileNotFoundError: if the folder, its ``config.json`` or its
+            ``model.keras`` is missing.
+    """
+    run_dir = RunDir(path)
+    if not run_dir.path.is_dir():
+        raise FileNotFoundError(f"Run folder not found: {str(run_dir.path)!r}")
+    for required in (run_dir.config_path, run_dir.model_path):
+        if not required.is_file():
+            raise FileNotFoundError(
+                f"{str(run_dir.path)!r} is not a finished run: {required.name} is missing"
+            )
+    return run_dir

