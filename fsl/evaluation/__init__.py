@@ -24,6 +24,7 @@ from fsl.evaluation.verification import (
     roc_curve,
     val_far,
 )
+from fsl.evaluation.baselines import Eigenfaces
 from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
 from fsl.evaluation.landmarks import (
     attribute_accuracy,
@@ -35,6 +36,7 @@ from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 
 __all__ = [
+    "Eigenfaces",
     "Gallery",
     "accuracy_at_threshold",
     "ari",
