@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 from fsl import distances  # noqa: E402,F401
 from fsl import mining  # noqa: E402,F401
 from fsl import losses  # noqa: E402,F401
+from fsl import layers  # noqa: E402,F401
+from fsl import models  # noqa: E402,F401
 
 # Lazy: heavier modules (tf.data, sklearn, mtcnn) load on first use.
 _LAZY = ("data", "evaluation", "faces", "export", "training", "cli")
