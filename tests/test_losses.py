@@ -1,0 +1,437 @@
+"""fsl.losses against TFA golden values and numpy brute-force references."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from keras import ops
+
+from fsl import losses
+from helpers import assert_all_finite, value_and_grad
+
+pytestmark = pytest.mark.backend_agnostic
+
+METRICS = ["L2", "squared-L2", "angular"]
+BATCH_FNS = {
+    "semihard": lambda y, x, m, metric: losses.triplet_semihard_loss(y, x, m, metric),
+    "hard": lambda y, x, m, metric: losses.triplet_hard_loss(y, x, m, False, metric),
+    "hardsoft": lambda y, x, m, metric: losses.triplet_hard_loss(y, x, m, True, metric),
+    "batchall": lambda y, x, m, metric: losses.triplet_batch_all_loss(y, x, m, metric),
+}
+
+
+def _f(x) -> float:
+    return float(ops.convert_to_numpy(x))
+
+
+# === numpy brute-force references (explicit loops, float64) ===
+
+
+def _dist(u: np.ndarray, v: np.ndarray, metric: str) -> float:
+    u, v = u.astype(np.float64), v.astype(np.float64)
+    if metric == "L2":
+        return float(np.sqrt(np.sum((u - v) ** 2)))
+    if metric == "squared-L2":
+        return float(np.sum((u - v) ** 2))
+    nu = u / max(np.linalg.norm(u), 1e-6)
+    nv = v / max(np.linalg.norm(v), 1e-6)
+    return float(max(1.0 - nu @ nv, 0.0))
+
+
+def _dist_matrix(x, metric):
+    b = len(x)
+    return np.array(
+        [[0.0 if i == j else _dist(x[i], x[j], metric) for j in range(b)] for i in range(b)]
+    )
+
+
+def _ref_semihard(labels, x, margin, metric):
+    d, b = _dist_matrix(x, metric), len(x)
+    terms = []
+    for a in range(b):
+        for p in range(b):
+            if p == a or labels[p] != labels[a]:
+                continue
+            negs = [d[a, n] for n in range(b) if labels[n] != labels[a]]
+            farther = [v for v in negs if v > d[a, p]]
+            sn = min(farther) if farther else max(negs)
+            terms.append(max(d[a, p] - sn + margin, 0.0))
+    return float(np.mean(terms))
+
+
+def _ref_hard(labels, x, margin, metric, soft):
+    d, b = _dist_matrix(x, metric), len(x)
+    terms = []
+    for a in range(b):
+        pos = [d[a, p] for p in range(b) if p != a and labels[p] == labels[a]]
+        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
+        hp = max(pos) if pos else 0.0  # TFA: anchor without positive -> row min
+        hn = min(neg)
+        terms.append(np.log1p(np.exp(hp - hn)) if soft else max(hp - hn + margin, 0.0))
+    return float(np.mean(terms))
+
+
+def _ref_batch_all(labels, x, margin, metric):
+    d, b = _dist_matrix(x, metric), len(x)
+    active = []
+    for a in range(b):
+        for p in range(b):
+            for n in range(b):
+                if p != a and labels[p] == labels[a] and labels[n] != labels[a]:
+                    h = d[a, p] - d[a, n] + margin
+                    if h > 0:
+                        active.append(h)
+    return float(np.mean(active)) if active else 0.0
+
+
+REFERENCES = {
+    "semihard": _ref_semihard,
+    "hard": lambda y, x, m, metric: _ref_hard(y, x, m, metric, False),
+    "hardsoft": lambda y, x, m, metric: _ref_hard(y, x, m, metric, True),
+    "batchall": _ref_batch_all,
+}
+
+
+def _batch(seed, b=16, d=8, classes=4):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=b).astype("int32")
+    labels[:2] = labels[0]  # at least one positive pair
+    labels[2] = (labels[0] + 1) % classes  # and a negative
+    return labels, rng.normal(size=(b, d)).astype("float32")
+
+
+# === golden TFA values ===
+
+
+@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("strategy", ["semihard", "hard", "hardsoft"])
+def test_triplet_losses_match_tfa_golden(golden, case, strategy):
+    labels = golden[f"case{case}_labels"]
+    embeddings = golden[f"case{case}_embeddings"]
+    margin = float(golden[f"case{case}_margin"])
+    for metric in METRICS:
+        want = float(golden[f"case{case}_{strategy}_{metric}"])
+        got = _f(BATCH_FNS[strategy](labels, embeddings, margin, metric))
+        if want == 0.0:
+            assert got == pytest.approx(0.0, abs=1e-7), metric
+        else:
+            assert got == pytest.approx(want, rel=1e-5), metric
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_contrastive_loss_matches_tfa_golden(golden, case):
+    y = golden[f"contrastive{case}_y_true"]
+    d = golden[f"contrastive{case}_distance"]
+    margin = float(golden[f"contrastive{case}_margin"])
+    want = float(golden[f"contrastive{case}_loss"])
+    assert _f(losses.ContrastiveLoss(margin)(y, d)) == pytest.approx(want, rel=1e-5)
+    assert _f(ops.mean(losses.contrastive_loss(y, d, margin))) == pytest.approx(
+        want, rel=1e-5
+    )
+    # [B, 1] columns must not broadcast to [B, B].
+    assert _f(losses.ContrastiveLoss(margin)(y[:, None], d)) == pytest.approx(
+        want, rel=1e-5
+    )
+
+
+# === brute-force references ===
+
+
+@pytest.mark.parametrize("strategy", list(REFERENCES))
+@pytest.mark.parametrize("seed,margin", [(0, 1.0), (1, 0.2)])
+def test_batch_losses_match_brute_force(strategy, seed, margin):
+    labels, x = _batch(seed)
+    for metric in METRICS:
+        want = REFERENCES[strategy](labels, x, margin, metric)
+        got = _f(BATCH_FNS[strategy](labels, x, margin, metric))
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), metric
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_explicit_triplet_loss_matches_brute_force(metric):
+    rng = np.random.default_rng(3)
+    a, p, n = rng.normal(size=(3, 10, 5)).astype("float32")
+    want = np.mean(
+        [max(_dist(a[i], p[i], metric) - _dist(a[i], n[i], metric) + 0.5, 0.0)
+         for i in range(10)]
+    )
+    assert _f(losses.triplet_loss(a, p, n, 0.5, metric)) == pytest.approx(want, rel=1e-4)
+    stacked = np.stack([a, p, n], axis=1)
+    loss = losses.TripletLoss(margin=0.5, distance_metric=metric)
+    assert _f(loss(np.zeros(10), stacked)) == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_pair_contrastive_matches_brute_force(metric):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 9, 5)).astype("float32")
+    y = rng.integers(0, 2, size=9).astype("float32")
+    terms = []
+    for i in range(9):
+        d = _dist(a[i], b[i], metric)
+        terms.append(y[i] * d**2 + (1 - y[i]) * max(1.5 - d, 0.0) ** 2)
+    got = losses.contrastive_loss_from_embeddings(y, a, b, 1.5, metric)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), terms, rtol=1e-4, atol=1e-6)
+    loss = losses.PairContrastiveLoss(margin=1.5, distance_metric=metric)
+    assert _f(loss(y, np.stack([a, b], axis=1))) == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_contrastive_loss_by_hand():
+    # same pair at d=0.5: 0.25; different pair at d=0.25, margin 1: 0.75^2.
+    got = losses.contrastive_loss(np.array([1.0, 0.0]), np.array([0.5, 0.25]), 1.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), [0.25, 0.5625])
+
+
+def test_callable_metric_equals_named_metric():
+    labels, x = _batch(5)
+
+    def my_l2(e):
+        return losses.distances_lib.pairwise_euclidean(e)
+
+    for fn in ("semihard", "hard", "batchall"):
+        assert _f(BATCH_FNS[fn](labels, x, 1.0, my_l2)) == pytest.approx(
+            _f(BATCH_FNS[fn](labels, x, 1.0, "L2")), rel=1e-6
+        )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_input_computes_in_float32_and_returns_input_dtype(dtype):
+    labels, x = _batch(6)
+    for name, fn in BATCH_FNS.items():
+        low = fn(labels, ops.cast(x, dtype), 1.0, "L2")
+        assert keras.backend.standardize_dtype(low.dtype) == dtype, name
+        want = REFERENCES[name](labels, np.asarray(ops.convert_to_numpy(
+            ops.cast(ops.cast(x, dtype), "float32"))), 1.0, "L2")
+        assert float(ops.convert_to_numpy(ops.cast(low, "float32"))) == pytest.approx(
+            want, rel=2e-2
+        ), name
+
+
+# === properties (hypothesis) ===
+
+
+def _balanced(p, k, d, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(p), k).astype("int32")
+    return labels, rng.normal(size=(p * k, d)).astype("float32"), rng
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    p=st.integers(2, 4),
+    k=st.integers(2, 4),
+    seed=st.integers(0, 10_000),
+    margin=st.sampled_from([0.0, 0.2, 1.0]),
+    metric=st.sampled_from(METRICS),
+)
+def test_properties_permutation_nonnegative_hard_above_semihard(p, k, seed, margin, metric):
+    labels, x, rng = _balanced(p, k, 4, seed)
+    perm = rng.permutation(len(labels))
+    values = {}
+    for name, fn in BATCH_FNS.items():
+        v = _f(fn(labels, x, margin, metric))
+        v_perm = _f(fn(labels[perm], x[perm], margin, metric))
+        assert v >= 0.0, name
+        assert v_perm == pytest.approx(v, rel=1e-5, abs=1e-6), name
+        values[name] = v
+    # Balanced batch, hinge, same margin and metric: every semi-hard term is
+    # <= its anchor's batch-hard term, and each anchor has k - 1 positives.
+    assert values["hard"] >= values["semihard"] - 1e-6
+
+
+# === edge cases: finite values and gradients ===
+
+
+EDGE_CASES = {
+    "no_positive_pair": (np.arange(6), np.random.default_rng(0).normal(size=(6, 4))),
+    "single_class": (np.zeros(6, int), np.random.default_rng(1).normal(size=(6, 4))),
+    "batch_of_one": (np.array([3]), np.ones((1, 4))),
+    "identical_embeddings": (np.array([0, 0, 1, 1, 2, 2]), np.ones((6, 4))),
+    "duplicates": (
+        np.array([0, 0, 1, 1]),
+        np.array([[1, 0], [1, 0], [1, 0], [0, 1]], float),
+    ),
+}
+NO_VALID_TRIPLET = {"no_positive_pair", "single_class", "batch_of_one"}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+@pytest.mark.parametrize("strategy", list(BATCH_FNS))
+def test_edge_cases_give_finite_value_and_gradient(case, strategy):
+    labels, x = EDGE_CASES[case]
+    for metric in METRICS:
+        value, (grad,) = value_and_grad(
+            lambda e: BATCH_FNS[strategy](labels, e, 1.0, metric), x.astype("float32")
+        )
+        assert_all_finite(value, grad)
+        assert float(value) >= 0.0, metric
+        if case in NO_VALID_TRIPLET:
+            assert float(value) == 0.0, metric
+            np.testing.assert_array_equal(grad, 0.0)
+        if case == "identical_embeddings" and strategy != "hardsoft":
+            # every distance is 0: each hinge is exactly the margin
+            assert float(value) == pytest.approx(1.0), metric
+        if case == "identical_embeddings" and strategy == "hardsoft":
+            assert float(value) == pytest.approx(np.log(2.0)), metric
+
+
+def test_unknown_batch_size_in_tf_graph_matches_eager():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("unknown static batch size only arises in TensorFlow graphs")
+    import tensorflow as tf
+
+    labels, x = _batch(9, b=10, d=4)
+    for name in ("semihard", "batchall"):
+        fn = BATCH_FNS[name]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32),
+                                      tf.TensorSpec([None, None], tf.float32)])
+        def graph(y, e):
+            with tf.GradientTape() as tape:
+                tape.watch(e)
+                loss = fn(y, e, 1.0, "L2")
+            return loss, tape.gradient(loss, e)
+
+        loss, grad = graph(tf.constant(labels), tf.constant(x))
+        want, (want_grad,) = value_and_grad(lambda e: fn(labels, e, 1.0, "L2"), x)
+        assert float(loss) == pytest.approx(float(want), rel=1e-6), name
+        np.testing.assert_allclose(grad.numpy(), want_grad, atol=1e-6)
+        assert float(loss) == pytest.approx(REFERENCES[name](labels, x, 1.0, "L2"), rel=1e-4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_pair_and_explicit_triplet_finite_on_identical_embeddings(metric):
+    x = np.ones((4, 3), "float32")
+    value, grads = value_and_grad(
+        lambda a, b: ops.mean(
+            losses.contrastive_loss_from_embeddings(np.array([1, 0, 1, 0]), a, b, 1.0, metric)
+        ),
+        x, x,
+    )
+    assert_all_finite(value, grads)
+    assert float(value) == pytest.approx(0.5)  # two different pairs at d=0: margin^2
+    value, grads = value_and_grad(
+        lambda a, p, n: losses.triplet_loss(a, p, n, 0.2, metric), x, x, x
+    )
+    assert_all_finite(value, grads)
+    assert float(value) == pytest.approx(0.2)
+
+
+# === serialization ===
+
+
+def _all_losses():
+    return [
+        losses.ContrastiveLoss(margin=0.7),
+        losses.PairContrastiveLoss(margin=0.7, distance_metric="angular"),
+        losses.TripletLoss(margin=0.3, distance_metric="L2"),
+        losses.TripletSemiHardLoss(margin=0.4, distance_metric="squared-L2"),
+        losses.TripletHardLoss(margin=0.5, soft=True, distance_metric="angular"),
+        losses.TripletBatchAllLoss(margin=0.6),
+    ]
+
+
+def _inputs_for(loss):
+    labels, x = _batch(7, b=8, d=4)
+    if isinstance(loss, losses.ContrastiveLoss):
+        return (labels % 2).astype("float32"), np.abs(x[:, 0])
+    if isinstance(loss, losses.PairContrastiveLoss):
+        return (labels % 2).astype("float32"), x.reshape(4, 2, 4)[:, :, :]
+    if isinstance(loss, losses.TripletLoss):
+        return np.zeros(8), np.stack([x, x[::-1], x * 2], axis=1)
+    return labels, x
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_config_round_trip(index):
+    loss = _all_losses()[index]
+    config = loss.get_config()
+    import json
+
+    json.dumps(config)  # plain JSON values
+    for clone in (
+        keras.losses.deserialize(keras.losses.serialize(loss)),
+        type(loss).from_config(config),
+    ):
+        assert type(clone) is type(loss)
+        assert clone.get_config() == config
+        y, p = _inputs_for(loss)
+        if isinstance(loss, losses.PairContrastiveLoss):
+            y = y[:4]
+        assert _f(clone(y, p)) == pytest.approx(_f(loss(y, p)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        losses.TripletSemiHardLoss(margin=0.5),
+        losses.TripletHardLoss(margin=0.5),
+        losses.TripletBatchAllLoss(margin=0.5),
+    ],
+    ids=["semihard", "hard", "batchall"],
+)
+def test_tiny_model_fits_saves_and_reloads(loss, tmp_path):
+    labels, x = _balanced(4, 4, 6, 0)[:2]
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4), keras.layers.UnitNormalization()]
+    )
+    model.compile(optimizer="sgd", loss=loss)
+    # 16 = 12 + 4: the last, smaller batch may be traced with an unknown size.
+    history = model.fit(x, labels, batch_size=12, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert type(reloaded.loss) is type(loss)
+    assert reloaded.loss.get_config() == loss.get_config()
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(reloaded(x)), ops.convert_to_numpy(model(x)), atol=1e-6
+    )
+    assert _f(reloaded.loss(labels, reloaded(x))) == pytest.approx(
+        _f(loss(labels, model(x))), rel=1e-5
+    )
+
+
+# === errors ===
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: losses.ContrastiveLoss(margin=-1),
+        lambda: losses.TripletLoss(margin=-1),
+        lambda: losses.TripletSemiHardLoss(margin=-1),
+        lambda: losses.TripletHardLoss(margin=-1),
+        lambda: losses.TripletBatchAllLoss(margin=-1),
+        lambda: losses.PairContrastiveLoss(margin=-1),
+        lambda: losses.triplet_semihard_loss([0, 0, 1], np.zeros((3, 2)), margin=-1),
+    ],
+)
+def test_negative_margin_is_rejected(factory):
+    with pytest.raises(ValueError, match="Received: margin=-1"):
+        factory()
+
+
+def test_unknown_metric_and_bad_soft_are_rejected():
+    with pytest.raises(ValueError, match="metric='manhattan'"):
+        losses.TripletSemiHardLoss(distance_metric="manhattan")
+    with pytest.raises(ValueError, match="metric='manhattan'"):
+        losses.triplet_hard_loss([0, 0, 1], np.zeros((3, 2)), distance_metric="manhattan")
+    with pytest.raises(TypeError, match="soft='yes'"):
+        losses.TripletHardLoss(soft="yes")
+    with pytest.raises(TypeError, match="margin='1'"):
+        losses.TripletLoss(margin="1")
+
+
+def test_wrong_y_pred_rank_is_rejected():
+    with pytest.raises(ValueError, match=r"y_pred.shape=\(4,\)"):
+        losses.triplet_semihard_loss([0, 0, 1, 1], np.zeros(4, "float32"))
+    with pytest.raises(ValueError, match=r"y_pred.shape=\(4, 2, 3\)"):
+        losses.TripletBatchAllLoss()(np.zeros(4), np.zeros((4, 2, 3), "float32"))
+    with pytest.raises(ValueError, match=r"y_pred.shape=\(4, 2, 3\)"):
+        losses.TripletLoss()(np.zeros(4), np.zeros((4, 2, 3), "float32"))
+    with pytest.raises(ValueError, match=r"y_pred.shape=\(4, 3\)"):
+        losses.PairContrastiveLoss()(np.zeros(4), np.zeros((4, 3), "float32"))
