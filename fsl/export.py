@@ -30,15 +30,16 @@ backends the functions raise a ``RuntimeError``.
 
 Examples:
 
->>> import fsl.export, fsl.models                      # doctest: +SKIP
->>> model = fsl.models.facenet_model()                 # doctest: +SKIP
->>> fsl.export.export_embedding_model(model, "facenet_sm",
-...                                   preprocessing="fixed")  # doctest: +SKIP
->>> # later, in a process without fsl:
->>> import tensorflow as tf                            # doctest: +SKIP
->>> serve = tf.saved_model.load("facenet_sm").signatures["serving_default"]
->>> serve(images=tf.zeros([2, 96, 96, 1]))["embeddings"].shape  # doctest: +SKIP
-TensorShape([2, 128])
+```python
+import fsl.export, fsl.models
+model = fsl.models.facenet_model()
+fsl.export.export_embedding_model(model, "facenet_sm", preprocessing="fixed")
+# later, in a process without fsl:
+import tensorflow as tf
+serve = tf.saved_model.load("facenet_sm").signatures["serving_default"]
+serve(images=tf.zeros([2, 96, 96, 1]))["embeddings"].shape
+# -> TensorShape([2, 128])
+```
 """
 
 from __future__ import annotations
@@ -300,14 +301,17 @@ def export_embedding_model(
 
     Examples:
 
-    >>> from fsl import models, export                        # doctest: +SKIP
-    >>> path = export.export_embedding_model(
-    ...     models.facenet_model(), "/tmp/facenet", preprocessing="fixed")
-    >>> import tensorflow as tf                               # doctest: +SKIP
-    >>> loaded = tf.saved_model.load(path)                    # doctest: +SKIP
-    >>> pixels = tf.zeros([4, 96, 96, 1], tf.uint8)
-    >>> loaded.signatures["serve_uint8"](images=pixels)["embeddings"].shape
-    TensorShape([4, 128])
+    ```python
+    from fsl import models, export
+    path = export.export_embedding_model(
+        models.facenet_model(), "/tmp/facenet", preprocessing="fixed"
+    )
+    import tensorflow as tf
+    loaded = tf.saved_model.load(path)
+    pixels = tf.zeros([4, 96, 96, 1], tf.uint8)
+    loaded.signatures["serve_uint8"](images=pixels)["embeddings"].shape
+    # -> TensorShape([4, 128])
+    ```
     """
     tf = _require_tensorflow_backend("export_embedding_model")
     preprocessing = _check_preprocessing(preprocessing)
@@ -395,12 +399,13 @@ def export_pair_verifier(
 
     Examples:
 
-    >>> path = export_pair_verifier(model, "/tmp/verifier", threshold=1.1,
-    ...                             metric="L2")              # doctest: +SKIP
-    >>> verify = tf.saved_model.load(path).signatures["serving_default"]
-    >>> out = verify(image_a=faces_a, image_b=faces_b)      # doctest: +SKIP
-    >>> out["same"]                                          # doctest: +SKIP
-    <tf.Tensor: shape=(2,), dtype=bool, numpy=array([ True, False])>
+    ```python
+    path = export_pair_verifier(model, "/tmp/verifier", threshold=1.1, metric="L2")
+    verify = tf.saved_model.load(path).signatures["serving_default"]
+    out = verify(image_a=faces_a, image_b=faces_b)
+    out["same"]
+    # -> <tf.Tensor: shape=(2,), dtype=bool, numpy=array([ True, False])>
+    ```
     """
     tf = _require_tensorflow_backend("export_pair_verifier")
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
@@ -434,11 +439,13 @@ def export_pair_verifier(
         return distances.l2_normalize(embeddings, axis=-1) if normalize else embeddings
 
     def verify(image_a, image_b):
-        tf.debugging.assert_equal(
+        check = tf.debugging.assert_equal(
             tf.shape(image_a)[0],
             tf.shape(image_b)[0],
             message="image_a and image_b must have the same batch size",
         )
+        with tf.control_dependencies([check] if check is not None else []):
+            image_a, image_b = tf.identity(image_a), tf.identity(image_b)
         distance = paired(embed(image_a, "image_a"), embed(image_b, "image_b"))
         distance = tf.cast(distance, tf.float32)
         t = tf.identity(threshold_variable)
@@ -510,11 +517,14 @@ def export_mtfl_model(
 
     Examples:
 
-    >>> path = export_mtfl_model(fsl.models.mtfl_model(), "/tmp/mtfl")  # doctest: +SKIP
-    >>> out = tf.saved_model.load(path).signatures["serve_uint8"](
-    ...     images=tf.zeros([1, 64, 64, 1], tf.uint8))                 # doctest: +SKIP
-    >>> out["landmarks"].shape                                          # doctest: +SKIP
-    TensorShape([1, 5, 2])
+    ```python
+    path = export_mtfl_model(fsl.models.mtfl_model(), "/tmp/mtfl")
+    out = tf.saved_model.load(path).signatures["serve_uint8"](
+        images=tf.zeros([1, 64, 64, 1], tf.uint8)
+    )
+    out["landmarks"].shape
+    # -> TensorShape([1, 5, 2])
+    ```
     """
     tf = _require_tensorflow_backend("export_mtfl_model")
     preprocessing = _check_preprocessing(preprocessing)
@@ -592,9 +602,11 @@ def load_exported(path: PathLike):
 
     Examples:
 
-    >>> loaded = load_exported("/tmp/facenet")                # doctest: +SKIP
-    >>> signature_input_spec(loaded)                          # doctest: +SKIP
-    {'images': TensorSpec(shape=(None, 96, 96, 1), dtype=tf.float32, name='images')}
+    ```python
+    loaded = load_exported("/tmp/facenet")
+    signature_input_spec(loaded)
+    # -> {'images': TensorSpec(shape=(None, 96, 96, 1), dtype=tf.float32, name='images')}
+    ```
     """
     path = _check_saved_model_dir(path)
     import tensorflow as tf
@@ -642,8 +654,10 @@ def signature_input_spec(loaded_or_path, signature: str = "serving_default") -> 
 
     Examples:
 
-    >>> signature_input_spec("/tmp/facenet", "serve_uint8")    # doctest: +SKIP
-    {'images': TensorSpec(shape=(None, 96, 96, 1), dtype=tf.uint8, name='images')}
+    ```python
+    signature_input_spec("/tmp/facenet", "serve_uint8")
+    # -> {'images': TensorSpec(shape=(None, 96, 96, 1), dtype=tf.uint8, name='images')}
+    ```
     """
     loaded = (
         load_exported(loaded_or_path)

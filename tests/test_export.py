@@ -36,7 +36,8 @@ BATCH_SIZES = (1, 5)
 ENC_HWC = (12, 10, 1)
 FACENET_HWC = (32, 32, 1)
 MTFL_HWC = (16, 24, 1)
-RESIZE_HW = (15, 13)  # input size fed to the resize=True export
+RESIZE_HW = (15, 13)  # input size fed to the resize=True embedding export
+MTFL_FEED_HW = {1: MTFL_HWC[:2], 5: (40, 30)}  # the MTFL export resizes too
 
 
 # === numpy references ===
@@ -103,7 +104,7 @@ def setup(tmp_path_factory):
         inputs[f"face_a_{b}"] = _images(rng, b, FACENET_HWC[:2])
         inputs[f"face_b_{b}"] = _images(rng, b, FACENET_HWC[:2])
         inputs[f"enc_b_{b}"] = _images(rng, b, ENC_HWC[:2])
-        inputs[f"mtfl_{b}"] = _images(rng, b, MTFL_HWC[:2])
+        inputs[f"mtfl_{b}"] = _images(rng, b, MTFL_FEED_HW[b])
     # One pair identical (distance 0 -> same), the others random.
     inputs["face_b_5"][0] = inputs["face_a_5"][0]
 
@@ -116,8 +117,8 @@ def setup(tmp_path_factory):
     d_sorted = np.sort(d)
     face_threshold = float((d_sorted[2] + d_sorted[3]) / 2)
     d = _np_distance(
-        _l2n(_predict(encoder, _np_preprocess(inputs["enc_5"], "fixed"))),
-        _l2n(_predict(encoder, _np_preprocess(inputs["enc_b_5"], "fixed"))),
+        _predict(encoder, _np_preprocess(inputs["enc_5"], "fixed")),
+        _predict(encoder, _np_preprocess(inputs["enc_b_5"], "fixed")),
         "squared-L2",
     )
     d_sorted = np.sort(d)
@@ -139,8 +140,9 @@ def setup(tmp_path_factory):
             threshold=enc_threshold,
             metric="squared-L2",
             preprocessing="fixed",
+            normalize=False,  # distances between the raw embeddings
         ),
-        "mtfl": export.export_mtfl_model(mtfl, root / "mtfl"),
+        "mtfl": export.export_mtfl_model(mtfl, root / "mtfl", resize=True),
     }
     np.savez(root / "inputs.npz", **inputs)
     return {
@@ -199,6 +201,12 @@ _SCRIPT = textwrap.dedent(
     with open(root + "/report.json", "w") as f:
         json.dump(report, f)
 
+    def verify_sig(a, b):
+        return loaded["verifier_enc"].signatures["serving_default"](image_a=a, image_b=b)
+
+    def verify_fn(a, b):
+        return loaded["verifier_enc"].serving_default(a, b)
+
     # Bad inputs: every one must raise (not crash the process, not pass).
     good = inputs["enc_5"].astype(np.float32)
     bad = {
@@ -210,11 +218,17 @@ _SCRIPT = textwrap.dedent(
     }
     errors = {}
     model = loaded["emb_fixed"]
+    five = tf.constant(inputs["enc_5"].astype(np.float32))
+    bad["batch_mismatch"] = (five, five[:3])
     for name, x in bad.items():
-        for how, fn in (
-            ("signature", lambda x: model.signatures["serving_default"](images=x)),
-            ("function", lambda x: model.serving_default(x)),
-        ):
+        if name == "batch_mismatch":
+            tries = (("signature", lambda x: verify_sig(*x)), ("function", lambda x: verify_fn(*x)))
+        else:
+            tries = (
+                ("signature", lambda x: model.signatures["serving_default"](images=x)),
+                ("function", lambda x: model.serving_default(x)),
+            )
+        for how, fn in tries:
             try:
                 fn(x)
                 errors[f"{name}|{how}"] = None
@@ -297,21 +311,22 @@ def test_embedding_export_resizes_then_prewhitens(setup, fresh, batch):
 
 
 @pytest.mark.parametrize(
-    "kind, model_key, a_key, b_key, preprocessing, metric",
+    "kind, model_key, a_key, b_key, preprocessing, metric, normalize",
     [
-        ("verifier_face", "facenet", "face_a", "face_b", None, "L2"),
-        ("verifier_enc", "encoder", "enc", "enc_b", "fixed", "squared-L2"),
+        ("verifier_face", "facenet", "face_a", "face_b", None, "L2", True),
+        ("verifier_enc", "encoder", "enc", "enc_b", "fixed", "squared-L2", False),
     ],
 )
 @pytest.mark.parametrize("batch", BATCH_SIZES)
 def test_pair_verifier_matches_model(
-    setup, fresh, kind, model_key, a_key, b_key, preprocessing, metric, batch
+    setup, fresh, kind, model_key, a_key, b_key, preprocessing, metric, normalize, batch
 ):
     out = _outputs(fresh)
     model, inputs = setup[model_key], setup["inputs"]
     threshold = setup["thresholds"][kind]
-    ea = _l2n(_predict(model, _np_preprocess(inputs[f"{a_key}_{batch}"], preprocessing)))
-    eb = _l2n(_predict(model, _np_preprocess(inputs[f"{b_key}_{batch}"], preprocessing)))
+    norm = _l2n if normalize else (lambda e: e)
+    ea = norm(_predict(model, _np_preprocess(inputs[f"{a_key}_{batch}"], preprocessing)))
+    eb = norm(_predict(model, _np_preprocess(inputs[f"{b_key}_{batch}"], preprocessing)))
     expected = _np_distance(ea, eb, metric)
     for signature in ("serving_default", "serve_uint8"):
         distance = out[f"{kind}|{signature}|{batch}|distance"]
@@ -334,9 +349,15 @@ def test_pair_verifier_matches_model(
 @pytest.mark.parametrize("signature", ["serving_default", "serve_uint8"])
 @pytest.mark.parametrize("batch", BATCH_SIZES)
 def test_mtfl_export_matches_model(setup, fresh, signature, batch):
+    """Landmarks come back in pixels of the image fed in, also when it was resized."""
+    import tensorflow as tf
+
     out = _outputs(fresh)
-    expected = _predict(setup["mtfl"], _np_preprocess(setup["inputs"][f"mtfl_{batch}"], "unit"))
-    h, w = MTFL_HWC[:2]
+    raw = setup["inputs"][f"mtfl_{batch}"].astype("float32")
+    h, w = raw.shape[1:3]
+    if (h, w) != MTFL_HWC[:2]:  # batch 5: fed at 40x30, resized to 16x24
+        raw = tf.image.resize(raw, MTFL_HWC[:2], method="bilinear").numpy()
+    expected = _predict(setup["mtfl"], _np_preprocess(raw, "unit"))
     lm = expected["landmarks"]  # x1..x5, y1..y5 in [0, 1]
     expected_px = np.stack([lm[:, :5] * w, lm[:, 5:] * h], axis=-1)  # [N, 5, (x, y)]
     got = out[f"mtfl|{signature}|{batch}|landmarks"]
@@ -356,6 +377,7 @@ def test_mtfl_export_matches_model(setup, fresh, signature, batch):
         ("int32", "float"),
         ("float64", "float"),
         ("uint8_to_float_signature", "float"),
+        ("batch_mismatch", "same batch size"),
     ],
 )
 @pytest.mark.parametrize("how", ["signature", "function"])
