@@ -95,6 +95,29 @@ def test_query_gallery_matches_loop(metric):
     assert R.map_at_r(q, ql, g, gl, metric=metric, chunk_size=4) == pytest.approx(want_map)
 
 
+@pytest.mark.parametrize("metric", ["L2", "squared-L2"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_ties_are_ranked_by_gallery_index(metric, seed):
+    # Points on a 3x3 integer grid: many exactly equal distances, compared
+    # exactly in both implementations.
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, size=(40, 2)).astype(float)
+    y = rng.integers(0, 4, 40)
+    want_recall, want_map = _loop_metrics(x, y, None, None, metric, (1, 2, 7))
+    for chunk_size in (3, 64):
+        got = R.recall_at_k(x, y, metric=metric, ks=(1, 2, 7), chunk_size=chunk_size)
+        assert got == pytest.approx(want_recall)
+        assert R.map_at_r(x, y, metric=metric, chunk_size=chunk_size) == pytest.approx(
+            want_map
+        )
+
+
+def test_k_nearest_helper_orders_by_distance_then_index():
+    d = np.array([[3.0, 1.0, 1.0, 0.5, 1.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(R._k_nearest(d, 3), [[3, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(R._k_nearest(d, 5), [[3, 1, 2, 4, 0], [0, 1, 2, 3, 4]])
+
+
 def test_perfect_and_worst_rankings():
     x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
     assert R.map_at_r(x, [0, 0, 0, 1, 1, 1]) == 1.0

@@ -9,9 +9,7 @@ label.
 Neighbours are ranked by distance (smaller = more similar; ``"L2"``,
 ``"squared-L2"`` or ``"angular"``). Distances are computed ``chunk_size``
 queries at a time, so memory is O(chunk_size * Ng): 10k x 10k runs in a few
-hundred MB. Among the k nearest, equal distances are ranked by gallery index;
-which of several items tied exactly at the k-th distance makes the cut is
-unspecified (this matters only for exact ties).
+hundred MB. Equal distances are ranked by gallery index (the lower first).
 
 Queries that have no relevant item in the gallery (a singleton class in
 leave-one-out) cannot be scored; they are left out of every metric and a
@@ -120,16 +118,27 @@ class _Search:
             if self.leave_one_out:
                 local = np.arange(rows.stop - rows.start)
                 distances[local, local + rows.start] = np.inf
-            if k < distances.shape[1]:
-                top = np.argpartition(distances, k - 1, axis=1)[:, :k]
-            else:
-                top = np.broadcast_to(np.arange(distances.shape[1]), distances.shape)
-            top_distances = np.take_along_axis(distances, top, axis=1)
-            # Sort the k candidates by (distance, gallery index).
-            order = np.lexsort((top, top_distances), axis=1)
-            top = np.take_along_axis(top, order, axis=1)[:, :k]
+            top = _k_nearest(distances, k)
             relevant = self.gallery_labels[top] == self.query_labels[rows, None]
             yield rows, relevant
+
+
+def _k_nearest(distances: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``[M, k]`` of the k smallest entries of each row, sorted by
+    (distance, column index), ties at the k-th distance included by index."""
+    m, n = distances.shape
+    if k >= n:
+        return np.argsort(distances, axis=1, kind="stable")[:, :k]
+    kth = np.partition(distances, k - 1, axis=1)[:, k - 1 : k]  # [M, 1]
+    below = distances < kth
+    at = distances == kth
+    # Of the entries equal to the k-th value, keep the lowest-index ones.
+    room = k - np.sum(below, axis=1, keepdims=True)
+    keep = below | (at & (np.cumsum(at, axis=1) <= room))
+    columns = np.nonzero(keep)[1].reshape(m, k)  # ascending index per row
+    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1,
+                       kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
 
 
 def _search(query_emb, query_labels, gallery_emb, gallery_labels, metric, chunk_size):
