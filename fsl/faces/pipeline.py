@@ -1,0 +1,465 @@
+"""One face pipeline for the whole chapter: detect, align, embed, then compare.
+
+``FacePipeline`` chains ``fsl.faces.detect`` (MTCNN), an alignment
+(``align_face`` onto the 5-point template, or FaceNet's box-plus-margin
+``crop_face``), an embedding model, and a decision:
+
+* ``verify(a, b)``: distance between the largest faces of two photos, the
+  threshold, and same / different;
+* ``enroll(directory)`` + ``identify(photo, gallery)``: one-shot recognition
+  against a gallery (one folder per person), with an "unknown" answer when the
+  nearest enrolled person is farther than the threshold;
+* ``cluster(directory)``: group the faces of a folder of photos.
+
+The embedding model is a Keras model (in memory, a ``.keras`` file or a run
+folder written by ``fsl train``) or a SavedModel written by ``fsl.export``.
+Images reach it as raw pixels, ``float32`` in ``0..255`` of shape
+``[N, H, W, C]``; standardisation happens inside the model (a
+``fsl.layers.Standardize`` layer or the export's preprocessing) or, for a
+bare Keras model, through ``preprocessing``.
+
+Photos of already cropped faces (ORL, LFW crops) can skip detection with
+``detect_faces=False``: the whole photo is then the face.
+
+Label convention: distances, smaller = more similar; a pair is the same
+person when ``distance <= threshold``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from fsl.faces.align import align_face, crop_face
+from fsl.faces.detect import Face, detect, load_image
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp")
+_ALIGN_MODES = ("template", "crop", "none")
+_PREPROCESSING = ("fixed", "prewhiten", "unit", None)
+
+
+class NoFaceError(ValueError):
+    """Raised when a photo that must contain a face has none."""
+
+
+@dataclasses.dataclass
+class Verification:
+    """Result of ``FacePipeline.verify``."""
+
+    distance: float
+    threshold: float
+    same: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Identification:
+    """Result of ``FacePipeline.identify``: ``name`` is ``None`` for unknown."""
+
+    name: Optional[str]
+    distance: float
+    threshold: float
+    nearest: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def list_images(directory: PathLike, recursive: bool = True) -> list[pathlib.Path]:
+    """Image files under ``directory``, sorted.
+
+    Raises:
+        FileNotFoundError: if ``directory`` does not exist.
+        ValueError: if it holds no image.
+    """
+    root = pathlib.Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Not a directory: {str(root)!r}")
+    pattern = "**/*" if recursive else "*"
+    paths = sorted(
+        p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not paths:
+        raise ValueError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {str(root)!r}"
+        )
+    return paths
+
+
+def _standardize(images: np.ndarray, mode: Optional[str]) -> np.ndarray:
+    if mode is None:
+        return images
+    if mode == "fixed":
+        return (images - 127.5) / 128.0
+    if mode == "unit":
+        return images / 255.0
+    # prewhiten, per image (facenet.prewhiten)
+    flat = images.reshape(len(images), -1)
+    mean = flat.mean(axis=1)
+    std = np.maximum(flat.std(axis=1), 1.0 / np.sqrt(flat.shape[1]))
+    return (images - mean[:, None, None, None]) / std[:, None, None, None]
+
+
+class FacePipeline:
+    """Detect, align and embed faces; verify, identify and cluster them.
+
+    Args:
+        embedder: a Keras model, a loaded SavedModel (``tf.saved_model.load``)
+            with a ``serving_default`` signature, or any callable mapping raw
+            pixels ``[N, H, W, C]`` (float32, 0..255) to embeddings ``[N, D]``.
+        image_size: ``(height, width)`` (or one int) the embedder expects.
+        channels: 1 (grey) or 3 (RGB) channels the embedder expects.
+        preprocessing: standardisation applied in numpy before a bare Keras
+            model: ``"fixed"`` (FaceNet's ``(x - 127.5) / 128``),
+            ``"prewhiten"``, ``"unit"`` (``x / 255``) or ``None`` (the model
+            standardises itself, as exported models and models with a
+            ``Standardize`` layer do).
+        align: ``"template"`` (similarity transform onto the 5-point
+            template), ``"crop"`` (FaceNet's box plus margin) or ``"none"``.
+        margin: margin in pixels for ``align="crop"``.
+        detect_faces: run MTCNN; ``False`` treats each photo as one face.
+        threshold: distance at or below which two faces are the same person.
+        metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
+        min_confidence: detector score threshold.
+
+    Examples:
+
+    >>> pipeline = FacePipeline.from_run("saved_models/facenet-orl")  # doctest: +SKIP
+    >>> pipeline.verify("a.jpg", "b.jpg")  # doctest: +SKIP
+    Verification(distance=0.71, threshold=0.93, same=True)
+    """
+
+    def __init__(
+        self,
+        embedder: Any,
+        image_size: Union[int, Sequence[int]] = 96,
+        channels: int = 1,
+        preprocessing: Optional[str] = None,
+        align: str = "template",
+        margin: float = 32,
+        detect_faces: bool = True,
+        threshold: float = 1.0,
+        metric: str = "L2",
+        min_confidence: float = 0.9,
+    ):
+        if isinstance(image_size, (int, np.integer)):
+            image_size = (int(image_size), int(image_size))
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 8:
+            raise ValueError(
+                f"image_size must be (height, width) >= 8. Received: image_size={image_size}"
+            )
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
+        if preprocessing not in _PREPROCESSING:
+            raise ValueError(
+                f"preprocessing must be one of {_PREPROCESSING}. "
+                f"Received: preprocessing={preprocessing!r}"
+            )
+        if align not in _ALIGN_MODES:
+            raise ValueError(f"align must be one of {_ALIGN_MODES}. Received: align={align!r}")
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be a finite number >= 0. Received: threshold={threshold!r}")
+        from fsl.evaluation.verification import pair_distances
+
+        pair_distances(np.zeros((1, 2)), np.zeros((1, 2)), metric)  # validates the metric
+        self.embedder = embedder
+        self.image_size = image_size
+        self.channels = channels
+        self.preprocessing = preprocessing
+        self.align = align
+        self.margin = float(margin)
+        self.detect_faces = bool(detect_faces)
+        self.threshold = float(threshold)
+        self.metric = metric
+        self.min_confidence = float(min_confidence)
+        self._embed_fn = self._make_embed_fn(embedder)
+
+    # === Construction from saved artefacts ===
+
+    @classmethod
+    def from_run(cls, run_dir: PathLike, **overrides: Any) -> "FacePipeline":
+        """Build a pipeline from a run folder written by ``fsl train facenet``.
+
+        Reads ``model.keras``, and from ``config.json`` / ``metrics.json`` the
+        image size, channels, preprocessing, metric and the threshold chosen
+        on training pairs. Keyword arguments override what the files say.
+        """
+        import keras
+
+        import fsl  # noqa: F401  (registers fsl's layers for load_model)
+
+        run = pathlib.Path(run_dir)
+        model_path = run / "model.keras" if run.is_dir() else run
+        if not model_path.exists():
+            raise FileNotFoundError(f"No model.keras in run folder {str(run)!r}")
+        config, metrics = {}, {}
+        if run.is_dir():
+            for name, target in (("config.json", config), ("metrics.json", metrics)):
+                if (run / name).exists():
+                    target.update(json.loads((run / name).read_text()))
+        model = keras.saving.load_model(model_path)
+        kwargs: dict[str, Any] = {
+            "image_size": tuple(model.input_shape[1:3]),
+            "channels": int(model.input_shape[-1]),
+        }
+        if "metric" in config:
+            kwargs["metric"] = config["metric"]
+        if "standardize" in config and not _has_standardize_layer(model):
+            kwargs["preprocessing"] = config["standardize"]
+        for key in ("threshold", "verification_threshold"):
+            if key in metrics:
+                kwargs["threshold"] = float(metrics[key])
+                break
+        kwargs.update(overrides)
+        logger.info("FacePipeline from %s: %s", run, kwargs)
+        return cls(model, **kwargs)
+
+    @staticmethod
+    def _make_embed_fn(embedder: Any) -> Callable[[np.ndarray], np.ndarray]:
+        signatures = getattr(embedder, "signatures", None)
+        if signatures is not None and "serving_default" in signatures:
+            serve = signatures["serving_default"]
+
+            def call_signature(images: np.ndarray) -> np.ndarray:
+                import tensorflow as tf
+
+                outputs = serve(tf.constant(images, tf.float32))
+                return np.asarray(next(iter(outputs.values())))
+
+            return call_signature
+        if hasattr(embedder, "predict"):
+            return lambda images: np.asarray(embedder.predict(images, verbose=0))
+        if callable(embedder):
+            return lambda images: np.asarray(embedder(images))
+        raise TypeError(
+            "embedder must be a Keras model, a SavedModel or a callable. "
+            f"Received: embedder of type {type(embedder).__name__}"
+        )
+
+    # === Steps ===
+
+    def _to_channels(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = image[..., None]
+        if self.channels == 1 and image.shape[-1] == 3:
+            weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            image = (image.astype(np.float32) @ weights)[..., None]
+        elif self.channels == 3 and image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        return image.astype(np.float32)
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        height, width = self.image_size
+        if image.shape[:2] == (height, width):
+            return image
+        channels = [
+            np.asarray(
+                Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
+                    (width, height), Image.BILINEAR
+                )
+            )
+            for c in range(image.shape[-1])
+        ]
+        return np.stack(channels, axis=-1)
+
+    def faces(self, image: Any) -> list[tuple[Optional[Face], np.ndarray]]:
+        """Every face of a photo as ``(Face or None, crop [H, W, C] float32 0..255)``.
+
+        Largest face first. With ``detect_faces=False`` the photo itself is
+        the only face (``Face`` is ``None``).
+        """
+        pixels = load_image(image)
+        if not self.detect_faces:
+            return [(None, self._resize(self._to_channels(pixels)))]
+        found = detect(pixels, min_confidence=self.min_confidence)
+        crops = []
+        for face in found:
+            if self.align == "template":
+                crop = align_face(pixels, face.keypoints, size=max(self.image_size))
+            elif self.align == "crop":
+                crop = crop_face(pixels, face.box, margin=self.margin, size=max(self.image_size))
+            else:
+                x, y, w, h = (int(round(v)) for v in face.box)
+                crop = pixels[y : y + h, x : x + w]
+            crops.append((face, self._resize(self._to_channels(np.asarray(crop)))))
+        return crops
+
+    def embed_images(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings ``[N, D]`` of face crops ``[N, H, W, C]`` (0..255)."""
+        crops = np.asarray(crops, dtype=np.float32)
+        if crops.ndim != 4 or tuple(crops.shape[1:3]) != self.image_size:
+            raise ValueError(
+                f"Expected crops of shape [N, {self.image_size[0]}, {self.image_size[1]}, "
+                f"{self.channels}]. Received: shape={crops.shape}"
+            )
+        return self._embed_fn(_standardize(crops, self.preprocessing))
+
+    def embed(self, image: Any) -> np.ndarray:
+        """Embedding ``[D]`` of the largest face of a photo.
+
+        Raises:
+            NoFaceError: if the photo has no face.
+        """
+        found = self.faces(image)
+        if not found:
+            name = f" in {str(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
+            raise NoFaceError(f"No face found{name}")
+        return self.embed_images(found[0][1][None])[0]
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Distances between rows of two embedding arrays (``self.metric``)."""
+        from fsl.evaluation.verification import pair_distances
+
+        return pair_distances(np.atleast_2d(a), np.atleast_2d(b), self.metric)
+
+    # === Decisions ===
+
+    def verify(self, a: Any, b: Any) -> Verification:
+        """Are the largest faces of photos ``a`` and ``b`` the same person?"""
+        distance = float(self.distance(self.embed(a), self.embed(b))[0])
+        return Verification(distance, self.threshold, distance <= self.threshold)
+
+    def enroll(self, directory: PathLike):
+        """A ``fsl.evaluation.Gallery`` of the people in ``directory``.
+
+        ``directory`` holds one folder per person (the folder name is the
+        person's name) with one or more photos each: one-shot enrolment works
+        with a single photo. Photos with no face are skipped with a warning.
+        """
+        from fsl.evaluation.recognition import Gallery
+
+        root = pathlib.Path(directory)
+        embeddings, names = [], []
+        for path in list_images(root):
+            if path.parent == root:
+                logger.warning("Skipping %s: gallery photos go in one folder per person", path)
+                continue
+            try:
+                embeddings.append(self.embed(path))
+            except NoFaceError:
+                logger.warning("Skipping %s: no face found", path)
+                continue
+            names.append(path.parent.name)
+        if not embeddings:
+            raise ValueError(f"No enrolable face found in gallery {str(root)!r}")
+        gallery = Gallery(metric=self.metric)
+        gallery.enroll(np.stack(embeddings), names)
+        return gallery
+
+    def identify(self, image: Any, gallery) -> Identification:
+        """The enrolled person nearest to the largest face, or ``None`` (unknown)."""
+        embedding = self.embed(image)[None]
+        names, distances = gallery.identify(embedding, self.threshold)
+        nearest = gallery.nearest(embedding)[0][0] if hasattr(gallery, "nearest") else names[0]
+        return Identification(names[0], float(distances[0]), self.threshold, str(nearest))
+
+    def cluster(
+        self, directory: PathLike, n_clusters: Optional[int] = None, method: str = "agglomerative"
+    ) -> dict[int, list[pathlib.Path]]:
+        """Group the photos of ``directory`` by the person in them.
+
+        Args:
+            directory: folder of photos (searched recursively).
+            n_clusters: number of people; ``None`` lets agglomerative
+                clustering cut the tree at ``self.threshold``.
+            method: ``"agglomerative"`` or ``"kmeans"`` (needs ``n_clusters``).
+
+        Returns:
+            ``{cluster id: [paths]}``, largest cluster first. Photos with no
+            face are skipped with a warning.
+        """
+        paths, embeddings = [], []
+        for path in list_images(directory):
+            try:
+                embeddings.append(self.embed(path))
+                paths.append(path)
+            except NoFaceError:
+                logger.warning("Skipping %s: no face found", path)
+        if len(embeddings) < 2:
+            raise ValueError(f"Need at least 2 faces to cluster in {str(directory)!r}")
+        labels = cluster_embeddings(np.stack(embeddings), n_clusters, method, self.threshold, self.metric)
+        groups: dict[int, list[pathlib.Path]] = {}
+        for label, path in zip(labels, paths):
+            groups.setdefault(int(label), []).append(path)
+        ordered = sorted(groups.values(), key=len, reverse=True)
+        return {i: members for i, members in enumerate(ordered)}
+
+
+def cluster_embeddings(
+    embeddings: np.ndarray,
+    n_clusters: Optional[int],
+    method: str = "agglomerative",
+    threshold: float = 1.0,
+    metric: str = "L2",
+) -> np.ndarray:
+    """Cluster labels of embeddings; with ``n_clusters=None``, cut at ``threshold``."""
+    from sklearn.cluster import AgglomerativeClustering, KMeans
+
+    if method not in ("agglomerative", "kmeans"):
+        raise ValueError(f"method must be 'agglomerative' or 'kmeans'. Received: method={method!r}")
+    if n_clusters is not None and not 1 <= n_clusters <= len(embeddings):
+        raise ValueError(
+            f"n_clusters must be in [1, {len(embeddings)}]. Received: n_clusters={n_clusters}"
+        )
+    if method == "kmeans":
+        if n_clusters is None:
+            raise ValueError("method='kmeans' needs n_clusters. Received: n_clusters=None")
+        return KMeans(n_clusters, n_init=10, random_state=0).fit_predict(embeddings)
+    sk_metric = "cosine" if metric == "angular" else "euclidean"
+    if n_clusters is None:
+        cut = threshold if metric != "squared-L2" else float(np.sqrt(threshold))
+        model = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=cut, metric=sk_metric, linkage="average"
+        )
+    else:
+        model = AgglomerativeClustering(n_clusters=n_clusters, metric=sk_metric, linkage="average")
+    return model.fit_predict(embeddings)
+
+
+def save_cluster_grids(
+    groups: dict[int, list[pathlib.Path]], out_dir: PathLike, thumb: int = 96, columns: int = 8,
+    overwrite: bool = False,
+) -> list[pathlib.Path]:
+    """Write one grid image per cluster (``cluster_000.png``, ...) into ``out_dir``.
+
+    Raises:
+        FileExistsError: if ``out_dir`` already holds files and not ``overwrite``.
+    """
+    from PIL import Image
+
+    out = pathlib.Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"Output folder {str(out)!r} is not empty; pass overwrite=True (--overwrite) to replace it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cluster_id, paths in groups.items():
+        rows = (len(paths) + columns - 1) // columns
+        grid = Image.new("RGB", (thumb * min(columns, len(paths)), thumb * rows), "white")
+        for i, path in enumerate(paths):
+            with Image.open(path) as im:
+                tile = im.convert("RGB").resize((thumb, thumb))
+            grid.paste(tile, ((i % columns) * thumb, (i // columns) * thumb))
+        target = out / f"cluster_{cluster_id:03d}.png"
+        grid.save(target)
+        written.append(target)
+    return written
+
+
+def _has_standardize_layer(model: Any) -> bool:
+    return any(type(layer).__name__ == "Standardize" for layer in getattr(model, "layers", []))
