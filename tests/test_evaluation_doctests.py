@@ -1,0 +1,25 @@
+"""The Examples in fsl.evaluation docstrings run and give what they show."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "fsl.evaluation.verification",
+    "fsl.evaluation.retrieval",
+    "fsl.evaluation.recognition",
+    "fsl.evaluation.clustering",
+    "fsl.evaluation.landmarks",
+    "fsl.evaluation.baselines",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{name} has no docstring examples"
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
