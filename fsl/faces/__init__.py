@@ -7,6 +7,8 @@
   5-point template (``REFERENCE_5POINTS``, ``template(size)``).
 * ``crop_face(image, box, margin, size)``: box plus margin, clipped, resized.
 * ``similarity_transform(src, dst)``: Umeyama least-squares similarity.
+* ``FacePipeline``: detect, align, embed; then ``verify``, ``enroll`` +
+  ``identify`` (with an "unknown" answer) and ``cluster``.
 
 Importing this package is cheap: ``mtcnn`` (and TensorFlow) load only when a
 detector is first built.
@@ -30,9 +32,25 @@ from fsl.faces.detect import (
     largest_face,
     load_image,
 )
+from fsl.faces.pipeline import (
+    FacePipeline,
+    Identification,
+    NoFaceError,
+    Verification,
+    cluster_embeddings,
+    list_images,
+    save_cluster_grids,
+)
 
 __all__ = [
     "Face",
+    "FacePipeline",
+    "Identification",
+    "NoFaceError",
+    "Verification",
+    "cluster_embeddings",
+    "list_images",
+    "save_cluster_grids",
     "KEYPOINT_NAMES",
     "REFERENCE_5POINTS",
     "REFERENCE_SIZE",
