@@ -21,13 +21,16 @@ def _data(seed=0, n=30, shape=(6, 5)):
 
 
 @pytest.mark.parametrize("whiten", [False, True])
-def test_matches_sklearn_pca_up_to_sign(whiten):
-    images = _data()
+@pytest.mark.parametrize("shape", [(6, 5), (12, 10)], ids=["svd", "gram"])
+def test_matches_sklearn_pca_up_to_sign(whiten, shape):
+    # 30 images of 30 pixels use the SVD; of 120 pixels, the N x N Gram matrix.
+    images = _data(shape=shape)
     flat = images.reshape(len(images), -1)
     model = Eigenfaces(n_components=4, whiten=whiten).fit(images)
     reference = PCA(n_components=4, whiten=whiten, svd_solver="full").fit(flat)
     np.testing.assert_allclose(model.mean_, reference.mean_)
-    np.testing.assert_allclose(model.explained_variance_, reference.explained_variance_)
+    np.testing.assert_allclose(model.explained_variance_, reference.explained_variance_,
+                               rtol=1e-9)
     np.testing.assert_allclose(
         model.explained_variance_ratio_, reference.explained_variance_ratio_
     )
@@ -48,11 +51,13 @@ def test_projection_properties():
     np.testing.assert_allclose(np.var(z, axis=0, ddof=1), model.explained_variance_)
     white = Eigenfaces(n_components=4, whiten=True).fit_transform(images)
     np.testing.assert_allclose(np.var(white, axis=0, ddof=1), 1.0)
-    # With every component kept, reconstruction is exact.
-    full = Eigenfaces(n_components=30).fit(images)
-    np.testing.assert_allclose(
-        full.inverse_transform(full.transform(images)), images.reshape(30, -1), atol=1e-9
-    )
+    # With every component kept, reconstruction is exact (SVD path; the Gram
+    # path with rank-deficient data falls back to it as well).
+    for data in (images, _data(2, shape=(12, 10))):
+        full = Eigenfaces(n_components=30).fit(data)
+        np.testing.assert_allclose(
+            full.inverse_transform(full.transform(data)), data.reshape(30, -1), atol=1e-9
+        )
     assert Eigenfaces(n_components=3, whiten=True).get_config() == {
         "n_components": 3, "whiten": True
     }

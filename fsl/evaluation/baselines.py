@@ -6,7 +6,8 @@ face, and projected on the top principal components ("eigenfaces"); the
 projections are embeddings that the metrics of ``fsl.evaluation`` compare
 with those of a trained network.
 
-Plain numpy (an SVD of the centred training matrix).
+Plain numpy: with fewer images than pixels, the eigenvectors of the small
+``N x N`` Gram matrix (Turk and Pentland's own trick); otherwise an SVD.
 """
 
 from __future__ import annotations
@@ -28,6 +29,28 @@ def _flatten(images, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite. Received: {name} with NaN/inf values")
     return array.reshape(len(array), -1)
+
+
+def _principal_axes(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` squared singular values ``[k]`` and right singular vectors
+    ``[k, D]`` of the centred data ``[N, D]``.
+
+    With fewer images than pixels (N < D) this is Turk and Pentland's trick:
+    eigenvectors ``v`` of the small ``N x N`` matrix ``A A^T`` give the
+    eigenfaces ``A^T v / sqrt(lambda)``, O(N^2 D) instead of an SVD of the
+    ``N x D`` matrix. If a kept eigenvalue is (numerically) zero, the
+    eigenface is undefined that way and a full SVD is used instead.
+    """
+    n, d = centred.shape
+    if n < d:
+        eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)
+        top = np.argsort(eigenvalues)[::-1][:k]
+        eigenvalues = eigenvalues[top]
+        if eigenvalues[-1] > 1e-9 * max(eigenvalues[0], np.finfo(float).tiny):
+            components = (vectors[:, top].T @ centred) / np.sqrt(eigenvalues)[:, None]
+            return eigenvalues, components
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    return singular[:k] ** 2, vt[:k]
 
 
 class Eigenfaces:
@@ -94,15 +117,14 @@ class Eigenfaces:
             )
         self.image_shape_ = tuple(np.shape(images)[1:])
         self.mean_ = x.mean(axis=0)
-        _, singular, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        components = vt[: self.n_components]
+        centred = x - self.mean_
+        variance, components = _principal_axes(centred, self.n_components)
         signs = np.sign(components[np.arange(len(components)),
                                    np.argmax(np.abs(components), axis=1)])
         signs[signs == 0] = 1.0
         self.components_ = components * signs[:, None]
-        variance = singular**2 / max(n - 1, 1)
-        self.explained_variance_ = variance[: self.n_components]
-        total = variance.sum()
+        self.explained_variance_ = variance / max(n - 1, 1)
+        total = np.sum(centred * centred) / max(n - 1, 1)
         self.explained_variance_ratio_ = (
             self.explained_variance_ / total if total > 0
             else np.zeros(self.n_components)
