@@ -622,7 +622,19 @@ def export_info(loaded_or_path) -> dict:
 
     Returns:
         A dict, e.g. ``{"kind": "embedding", "preprocessing": "fixed",
-        "resize": False, "input_shape": [96, 96, 1]}``.
+        "resize": False, "input_shape": [96, 96, 1]}``; pair verifiers add
+        ``metric``, ``threshold`` and ``normalize``.
+
+    Raises:
+        FileNotFoundError: if a path holds no SavedModel.
+        ValueError: if the SavedModel was not written by ``fsl.export``.
+
+    Examples:
+
+    ```python
+    export_info("/tmp/verifier")["threshold"]
+    # -> 1.1
+    ```
     """
     loaded = (
         load_exported(loaded_or_path)
@@ -631,7 +643,10 @@ def export_info(loaded_or_path) -> dict:
     )
     info = getattr(loaded, "fsl_export_info", None)
     if not info:
-        raise ValueError("This SavedModel was not written by fsl.export (no fsl_export_info)")
+        raise ValueError(
+            "This SavedModel was not written by fsl.export (it has no "
+            f"fsl_export_info). Received: loaded_or_path={loaded_or_path!r}"
+        )
     value = info[0].numpy()
     return json.loads(value.decode() if isinstance(value, bytes) else value)
 

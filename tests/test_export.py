@@ -411,6 +411,10 @@ def test_load_exported_and_input_spec(setup):
         export.signature_input_spec(loaded, "serve_float64")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         export.load_exported(setup["root"] / "nowhere")
+    plain = setup["root"] / "plain_tf_module"
+    tf.saved_model.save(tf.Module(), str(plain))
+    with pytest.raises(ValueError, match="not written by fsl.export"):
+        export.export_info(plain)
 
 
 @pytest.mark.parametrize("model_key", ["encoder", "facenet", "mtfl"])
