@@ -1,0 +1,156 @@
+"""Speed and peak memory of the online triplet losses (forward + backward).
+
+For each strategy (semihard, hard, batch-all) and batch size B, a fresh Python
+subprocess builds random ``[B, D]`` embeddings (4 examples per class), runs
+the loss and its gradient once to warm up (tracing / compilation), then
+``--repeats`` more times, and reports the median seconds and its peak resident
+memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), so each number covers
+one configuration only. ``tfa_tile_bytes`` is the size of the float32
+``[B * B, B]`` tile that TensorFlow Addons' semi-hard loss materialises
+(computed, not run), for comparison with ``fsl``'s O(B^2) memory.
+
+Usage::
+
+    python benchmarks/mining.py            # B in 256 ... 4096, D = 128
+    python benchmarks/mining.py --quick    # B in 64, 128, 256
+    KERAS_BACKEND=jax python benchmarks/mining.py
+
+Prints a JSON list of records on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+STRATEGIES = ("semihard", "hard", "batch-all")
+FULL_SIZES = (256, 512, 1024, 2048, 4096)
+QUICK_SIZES = (64, 128, 256)
+EXAMPLES_PER_CLASS = 4
+
+
+def _rss_high_water_bytes() -> int:
+    """Peak RSS so far (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _loss_fn(strategy: str):
+    from fsl import losses
+
+    if strategy == "semihard":
+        return lambda y, x: losses.triplet_semihard_loss(y, x, margin=1.0)
+    if strategy == "hard":
+        return lambda y, x: losses.triplet_hard_loss(y, x, margin=1.0)
+    if strategy == "batch-all":
+        return lambda y, x: losses.triplet_batch_all_loss(y, x, margin=1.0)
+    raise ValueError(f"Unknown strategy. Received: strategy={strategy!r}")
+
+
+def _forward_backward(strategy: str):
+    """A compiled ``(labels, embeddings) -> (loss, grad)`` for the backend."""
+    import keras
+
+    fn = _loss_fn(strategy)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step(y, x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = fn(y, x)
+            return loss, tape.gradient(loss, x)
+
+        return lambda y, x: [t.numpy() for t in step(y, x)]
+    if backend == "jax":
+        import jax
+
+        step = jax.jit(jax.value_and_grad(lambda x, y: fn(y, x)))
+        return lambda y, x: jax.block_until_ready(step(x, y))
+    raise NotImplementedError(f"Unsupported backend for this benchmark: {backend}")
+
+
+def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
+    """Time one configuration in this process; returns its JSON record."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, dim)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = (np.arange(batch_size) // EXAMPLES_PER_CLASS).astype("int32")
+    step = _forward_backward(strategy)
+    baseline = _rss_high_water_bytes()
+    step(y, x)  # warm-up: trace / compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(y, x)
+        times.append(time.perf_counter() - start)
+    return {
+        "strategy": strategy,
+        "B": batch_size,
+        "D": dim,
+        "backend": keras.backend.backend(),
+        "seconds_per_step": statistics.median(times),
+        "repeats": repeats,
+        "peak_rss_bytes": _rss_high_water_bytes(),
+        "rss_before_first_step_bytes": baseline,
+        "tfa_tile_bytes": 4 * batch_size**3,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small B only")
+    parser.add_argument("--sizes", type=int, nargs="*", help="batch sizes")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES),
+                        choices=STRATEGIES)
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds allowed per configuration")
+    parser.add_argument("--worker", nargs=2, metavar=("STRATEGY", "B"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        record = run_one(args.worker[0], int(args.worker[1]), args.dim, args.repeats)
+        print(json.dumps(record))
+        return 0
+
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    records = []
+    for strategy in args.strategies:
+        for batch_size in sizes:
+            command = [sys.executable, os.path.abspath(__file__), "--worker",
+                       strategy, str(batch_size), "--dim", str(args.dim),
+                       "--repeats", str(args.repeats)]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True,
+                                      env=env, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                records.append({"strategy": strategy, "B": batch_size, "D": args.dim,
+                                "error": f"timed out after {args.timeout} s"})
+                continue
+            if done.returncode != 0:
+                records.append({"strategy": strategy, "B": batch_size, "D": args.dim,
+                                "error": done.stderr.strip().splitlines()[-1:]})
+                continue
+            records.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(records[-1]), file=sys.stderr, flush=True)
+    print(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
