@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pathlib
 
+import logging
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from fsl.data import lfw
 
@@ -76,3 +79,41 @@ def test_malformed_lines_name_their_number(text, match):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         lfw.parse_pairs(str(tmp_path / "nope.txt"))
+
+
+def _fake_lfw(root, pairs):
+    """Writes a distinct grey level image for each path of the pairs."""
+    paths, _, _ = lfw.unique_images(pairs)
+    for level, path in enumerate(paths):
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 10), 10 * level + 5, "uint8")).save(path, format="JPEG", quality=100)
+    return paths
+
+
+def test_unique_images_and_pairs_dataset(tmp_path, caplog):
+    pairs = lfw.parse_pairs(FIXTURE, images_root=tmp_path)
+    paths, index1, index2 = lfw.unique_images(pairs)
+    assert len(paths) == len(set(paths)) == 16  # the fixture repeats no image
+    shared = lfw.unique_images(lfw.parse_pairs("1 1\nA 1 2\nA 1 B 1\n"))
+    assert shared[0] == ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]
+    np.testing.assert_array_equal(shared[1], [0, 0])
+    np.testing.assert_array_equal(shared[2], [1, 2])
+    assert [paths[i] for i in index1] == pairs.path1
+    assert [paths[i] for i in index2] == pairs.path2
+    _fake_lfw(tmp_path, pairs)
+    broken = pathlib.Path(pairs.path2[6])  # fold 1, first different pair
+    broken.write_bytes(b"not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        ds = lfw.pairs_dataset(pairs, image_size=(6, 5), standardize=None, batch_size=4)
+        batches = list(ds.as_numpy_iterator())
+    assert str(broken) in caplog.text
+    (first, second) = np.concatenate([b[0][0] for b in batches]), np.concatenate([b[0][1] for b in batches])
+    same = np.concatenate([b[1] for b in batches])
+    keep = [i for i in range(8) if i != 6]
+    np.testing.assert_array_equal(same, pairs.same[keep])
+    assert first.shape == (7, 6, 5, 1)
+    levels1 = np.array([10 * index1[i] + 5 for i in keep], "float32")
+    levels2 = np.array([10 * index2[i] + 5 for i in keep], "float32")
+    np.testing.assert_allclose(first.mean(axis=(1, 2, 3)), levels1, atol=1.5)
+    np.testing.assert_allclose(second.mean(axis=(1, 2, 3)), levels2, atol=1.5)

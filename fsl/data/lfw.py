@@ -191,6 +191,73 @@ def missing_images(pairs: LfwPairs) -> list:
     return sorted({p for p in pairs.path1 + pairs.path2 if not os.path.exists(p)})
 
 
+def unique_images(pairs: LfwPairs) -> tuple:
+    """The distinct images of the pairs, to embed each once.
+
+    Returns:
+        ``(paths, index1, index2)``: sorted unique paths and int32 arrays with
+        ``paths[index1[i]] == pairs.path1[i]`` and
+        ``paths[index2[i]] == pairs.path2[i]``.
+    """
+    paths = sorted(set(pairs.path1) | set(pairs.path2))
+    position = {p: i for i, p in enumerate(paths)}
+    index1 = np.asarray([position[p] for p in pairs.path1], dtype="int32")
+    index2 = np.asarray([position[p] for p in pairs.path2], dtype="int32")
+    return paths, index1, index2
+
+
+def pairs_dataset(
+    pairs: LfwPairs,
+    image_size=(96, 96),
+    channels: int = 1,
+    standardize: Optional[str] = "fixed",
+    center_crop: float = 1.0,
+    batch_size: Optional[int] = None,
+):
+    """``tf.data`` of ``((image1, image2), same)`` for the pairs, in file order.
+
+    Decoding, resizing and standardisation as ``fsl.data.faces.face_dataset``.
+    A pair with an unreadable image is skipped, with a warning naming the
+    file (so the result may have fewer pairs than ``pairs``).
+
+    Args:
+        pairs: an ``LfwPairs`` with paths that exist (``images_root`` given).
+        image_size, channels, standardize, center_crop: as ``face_dataset``.
+        batch_size: batch size, or None for single pairs.
+
+    Returns:
+        A dataset of ``((float32 [H, W, C], float32 [H, W, C]), int32 same)``.
+    """
+    import tensorflow as tf
+
+    from fsl.data import faces
+
+    image_size = faces._check_image_size(image_size)
+    if image_size is None:
+        raise ValueError("pairs_dataset needs a fixed image_size. Received: image_size=None")
+    channels = faces._check_channels(channels)
+    faces._check_standardize(standardize)
+    if len(pairs) == 0:
+        raise ValueError("pairs must not be empty. Received: 0 pairs")
+
+    def load(path):
+        image, ok = faces.decode_image_tf(path, channels)
+        image = faces.resize_image(image, image_size, center_crop)
+        return faces.standardize_image(image, standardize), ok
+
+    def decode(path1, path2, same):
+        image1, ok1 = load(path1)
+        image2, ok2 = load(path2)
+        return (image1, image2), same, tf.logical_and(ok1, ok2)
+
+    ds = tf.data.Dataset.from_tensor_slices((pairs.path1, pairs.path2, pairs.same))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.filter(lambda images, same, ok: ok).map(lambda images, same, ok: (images, same))
+    if batch_size is not None:
+        ds = ds.batch(int(batch_size))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def load_lfw_tfds(split: str = "train", data_dir: Optional[PathLike] = None, download: bool = True):
     """LFW through the ``tensorflow-datasets`` ``lfw`` builder (online path).
 
@@ -236,4 +303,12 @@ def load_lfw_tfds(split: str = "train", data_dir: Optional[PathLike] = None, dow
     return builder.as_dataset(split=split)
 
 
-__all__ = ["LfwPairs", "image_path", "parse_pairs", "missing_images", "load_lfw_tfds"]
+__all__ = [
+    "LfwPairs",
+    "image_path",
+    "parse_pairs",
+    "missing_images",
+    "unique_images",
+    "pairs_dataset",
+    "load_lfw_tfds",
+]
