@@ -28,7 +28,7 @@ EVAL_SEED_TEST = 12
 #: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
 FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
 TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
-MNIST_PREPROCESSING = {"image_size": [28, 28], "channels": 1, "scale": "0-1"}
+MNIST_PREPROCESSING = {"image_size": [28, 28], "channels": 1, "standardize": "unit"}
 
 
 # === Data ===

