@@ -185,6 +185,18 @@ def test_face_loader_for_pk_sampling(orl_dir):
     np.testing.assert_allclose(got, F.load_image(path, (32, 32)) / 255.0, atol=1e-5)
 
 
+def test_face_loader_feeds_pk_sampling(orl_dir):
+    sampling = pytest.importorskip("fsl.data.sampling", reason="fsl.data.sampling not available")
+    train, _ = F.identity_split(F.list_faces(orl_dir), test_identities=30, seed=0)
+    load = F.face_loader(image_size=(24, 20), standardize="unit")
+    ds = sampling.pk_file_dataset(train.paths, train.labels, p=4, k=3, load_fn=load, seed=0)
+    images, labels = next(iter(ds))
+    assert images.shape == (12, 24, 20, 1)
+    counts = np.unique(labels.numpy(), return_counts=True)[1]
+    np.testing.assert_array_equal(counts, [3, 3, 3, 3])
+    assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1.0
+
+
 # === Formats, corrupt files, errors (tmp folders) ===
 
 
@@ -289,6 +301,7 @@ def test_list_faces_errors(tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"labels": [0, 1]}, "labels"),
         ({"center_crop": 1.5}, "center_crop"),
+        ({"augment": True, "image_size": None}, "image_size"),
     ],
 )
 def test_face_dataset_validates_arguments(kwargs, match):

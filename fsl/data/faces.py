@@ -465,6 +465,8 @@ def face_dataset(
         raise ValueError(f"center_crop must be in (0, 1]. Received: center_crop={center_crop}")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None. Received: batch_size={batch_size}")
+    if augment and image_size is None:
+        raise ValueError("augment=True needs a fixed image_size. Received: image_size=None")
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("paths must not be empty. Received: paths=[]")
