@@ -363,10 +363,12 @@ Written by fsl.data.mtfl.synthesize(n={n}, seed={seed}, image_size={size}).
 Cartoon faces drawn with Pillow, with known landmarks and rendered attributes:
   landmarks: pupil centres, nose tip, mouth corners (pixel centres at integers)
   gender (1 male / 2 female): short hair cap vs long hair down the sides
-  smile (1 yes / 2 no): open mouth with raised corners vs a straight closed mouth
-  glasses (1 yes / 2 no): dark round frames with a bridge
+  smile (1 yes / 2 no): wide open mouth with teeth and raised corners vs a
+    narrower straight closed mouth
+  glasses (1 yes / 2 no): thick dark round frames over tinted lenses, a bridge
   pose (1..5): yaw; eyes, nose and mouth shifted from image-left (1) to
-    image-right (5) within the face, 3 = frontal
+    image-right (5) within the face, hair shifted the other way, an ear on
+    the far side growing with the yaw; 3 = frontal
 with random position, scale, rotation, skin/hair/background colours, lighting
 and noise. Same file format as MTFL.zip: training.txt and testing.txt, lines
 'synthetic\\NNNNN.jpg x1..x5 y1..y5 gender smile glasses pose'.
@@ -439,12 +441,13 @@ def _draw_face(rng: np.random.Generator, size: tuple, gender: int, smile: int, g
 
     height, width = size
     s = min(height, width)
-    cx = width / 2 + rng.uniform(-0.07, 0.07) * width
-    cy = height / 2 + rng.uniform(-0.05, 0.07) * height
-    a = s * rng.uniform(0.21, 0.28)  # face half-width
-    b = a * rng.uniform(1.2, 1.32)  # face half-height
+    cx = width / 2 + rng.uniform(-0.06, 0.06) * width
+    cy = height / 2 + rng.uniform(-0.04, 0.06) * height
+    a = s * rng.uniform(0.25, 0.31)  # face half-width
+    b = a * rng.uniform(1.15, 1.25)  # face half-height
     yaw = (pose - 2) / 2.0  # -1, -0.5, 0, 0.5, 1
-    d = yaw * 0.36 * a  # horizontal shift of the features
+    d = yaw * 0.5 * a  # horizontal shift of the features
+    back = -0.15 * yaw * a  # the back of the head (hair) shifts the other way
 
     skin_level = rng.uniform(150, 230)
     skin = tuple(int(v) for v in np.clip(skin_level * np.array([1.0, rng.uniform(0.78, 0.9), rng.uniform(0.62, 0.8)]), 0, 255))
@@ -466,33 +469,38 @@ def _draw_face(rng: np.random.Generator, size: tuple, gender: int, smile: int, g
     if gender == 1:  # female: long hair down the sides
         length = rng.uniform(1.25, 1.7) * b
         draw.rounded_rectangle(
-            [cx - 1.3 * a, cy - 1.12 * b, cx + 1.3 * a, cy + length], radius=0.8 * a, fill=hair
+            [cx + back - 1.25 * a, cy - 1.1 * b, cx + back + 1.25 * a, cy + length], radius=0.8 * a, fill=hair
         )
     else:  # male: short cap on top of the head
-        ellipse(cx, cy - 0.12 * b, 1.07 * a, 0.98 * b, hair)
+        ellipse(cx + back, cy - 0.12 * b, 1.07 * a, 0.98 * b, hair)
     ellipse(cx, cy + rng.uniform(0.0, 0.06) * b, a, b * rng.uniform(0.88, 0.94), skin)
     # ear on the side the face turns away from
     if pose != 2:
         side = -1.0 if yaw > 0 else 1.0
-        ellipse(cx + side * 0.93 * a, cy, 0.16 * a * abs(yaw) + 0.05 * a, 0.25 * b, tuple(int(c * 0.9) for c in skin))
+        ear = tuple(int(c * 0.85) for c in skin)
+        ellipse(cx + side * 0.95 * a, cy, 0.1 * a + 0.12 * a * abs(yaw), 0.25 * b, ear)
 
     eye_y = cy - 0.16 * b + rng.uniform(-0.03, 0.03) * b
     e = 0.42 * a * (1.0 - 0.22 * abs(yaw))
     left_eye = (cx + d - e, eye_y)
     right_eye = (cx + d + e, eye_y)
+    rg = 0.27 * a  # glasses: tinted lenses under the eyes, thick frames over them
+    if glasses == 0:
+        tint = tuple(int(c) for c in np.array(skin) * 0.55 + np.array([20, 35, 60]))
+        for ex, ey in (left_eye, right_eye):
+            ellipse(ex, ey, rg, rg * 0.85, tint)
     for ex, ey in (left_eye, right_eye):
         ellipse(ex, ey, max(0.17 * a, 3.0), max(0.1 * a, 2.0), (245, 245, 240))
         ellipse(ex, ey, max(0.085 * a, 1.6), max(0.085 * a, 1.6), pupil)
     if glasses == 0:
-        line = max(1.0, 0.06 * a)
-        rg = 0.25 * a
+        line = max(1.2, 0.1 * a)
         for ex, ey in (left_eye, right_eye):
             ellipse(ex, ey, rg, rg * 0.85, None, outline=frame, line=line)
         draw.line([left_eye[0] + rg, eye_y, right_eye[0] - rg, eye_y], fill=frame, width=line)
         draw.line([left_eye[0] - rg, eye_y, cx - 0.98 * a + d * 0.3, eye_y - 0.05 * b], fill=frame, width=line)
         draw.line([right_eye[0] + rg, eye_y, cx + 0.98 * a + d * 0.3, eye_y - 0.05 * b], fill=frame, width=line)
 
-    nose = (cx + 1.6 * d, cy + 0.14 * b + rng.uniform(-0.03, 0.03) * b)
+    nose = (cx + 1.4 * d, cy + 0.14 * b + rng.uniform(-0.03, 0.03) * b)
     shade = tuple(int(c * 0.72) for c in skin)
     draw.polygon(
         [(cx + d, eye_y + 0.12 * b), (nose[0], nose[1]), (cx + d - 0.12 * a * np.sign(d or 1), nose[1] + 0.02 * b)],
@@ -501,11 +509,11 @@ def _draw_face(rng: np.random.Generator, size: tuple, gender: int, smile: int, g
     ellipse(nose[0], nose[1], 0.07 * a, 0.07 * a, shade)
 
     mouth_y = cy + 0.5 * b + rng.uniform(-0.03, 0.03) * b
-    m = 0.34 * a * (1.0 - 0.18 * abs(yaw)) * rng.uniform(0.9, 1.1)
+    m = (0.4 if smile == 0 else 0.3) * a * (1.0 - 0.18 * abs(yaw)) * rng.uniform(0.92, 1.08)
     mx = cx + 1.1 * d
     if smile == 0:  # smiling: raised corners, open mouth below them
         corner_y = mouth_y - 0.06 * b
-        depth = rng.uniform(0.16, 0.24) * b
+        depth = rng.uniform(0.22, 0.3) * b
         draw.chord([mx - m, corner_y - depth, mx + m, corner_y + depth], 0, 180, fill=lips)
         draw.chord(
             [mx - 0.8 * m, corner_y - 0.4 * depth, mx + 0.8 * m, corner_y + 0.35 * depth],
@@ -517,7 +525,7 @@ def _draw_face(rng: np.random.Generator, size: tuple, gender: int, smile: int, g
         ellipse(mx + m, corner_y, 0.05 * a, 0.05 * a, lips)
     else:  # closed, straight
         corner_y = mouth_y + rng.uniform(-0.01, 0.02) * b
-        thick = max(2.0, rng.uniform(0.07, 0.1) * a)
+        thick = max(1.5, rng.uniform(0.06, 0.08) * a)
         draw.line([mx - m, corner_y, mx + m, corner_y], fill=lips, width=thick)
         ellipse(mx - m, corner_y, thick / 2, thick / 2, lips)
         ellipse(mx + m, corner_y, thick / 2, thick / 2, lips)
@@ -569,8 +577,10 @@ def synthesize(
     tutorials and CI. Each has known landmarks (pupil centres, nose tip,
     mouth corners) and visibly rendered attributes: gender (short hair cap /
     long hair), smile (open mouth with raised corners / straight closed
-    mouth), glasses (dark round frames), and 5 head poses (features shifted
-    from image-left to image-right within the face, an ear on the far side).
+    mouth), glasses (thick dark frames over tinted lenses), and 5 head poses
+    (features shifted from image-left to image-right within the face, hair
+    the other way, an ear on the far side). Shapes are drawn 4x larger and
+    box-downsampled, so landmarks are accurate to about 0.1 px.
     Position, scale, rotation (+-15 degrees), colours, background, lighting
     and noise are random; the attributes are drawn independently and
     uniformly. Deterministic given ``seed``.
@@ -688,11 +698,15 @@ def find_real_mtfl(data_dir: PathLike) -> Optional[pathlib.Path]:
     return None
 
 
-def download_mtfl(data_dir: Optional[PathLike] = None) -> pathlib.Path:
+def download_mtfl(data_dir: Optional[PathLike] = None, timeout: float = 60.0) -> pathlib.Path:
     """Downloads and unpacks the real MTFL.zip (about 0.5 GB) into ``data_dir/MTFL``.
 
     Needs network access to the authors' server (``MTFL_URL``); not run by the
-    offline test suite.
+    offline test suite (the test machines have no network).
+
+    Args:
+        data_dir: data folder; default ``default_data_dir()``.
+        timeout: socket timeout in seconds (connection and each read).
 
     Returns:
         The folder holding ``training.txt`` and ``testing.txt``.
@@ -709,7 +723,8 @@ def download_mtfl(data_dir: Optional[PathLike] = None) -> pathlib.Path:
     archive = data_dir / "MTFL.zip"
     logger.info("download_mtfl: downloading the real MTFL from %s to %s", MTFL_URL, archive)
     try:
-        urllib.request.urlretrieve(MTFL_URL, archive)
+        with urllib.request.urlopen(MTFL_URL, timeout=timeout) as response, open(archive, "wb") as out:
+            shutil.copyfileobj(response, out, length=1 << 20)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(target)
     except Exception as error:  # noqa: BLE001
