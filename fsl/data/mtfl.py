@@ -231,7 +231,8 @@ def augment_face(
         seed: int ``[2]`` seed of the stateless random ops.
 
     Returns:
-        ``(image in [0, 1], landmarks, pose)``.
+        ``(image in [0, 1], landmarks, pose)``. Landmarks are not clipped: a
+        zoom or shift can move one slightly outside ``[0, 1]``.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
     landmarks = tf.cast(landmarks, tf.float32)
