@@ -523,9 +523,11 @@ def mtfl_model(
 
     Examples:
 
+    >>> import numpy as np
     >>> model = mtfl_model()
-    >>> sorted(model.output_shape)
-    ['gender', 'glasses', 'landmarks', 'pose', 'smile']
+    >>> outputs = model.predict(np.zeros((2, 64, 64, 1), "float32"), verbose=0)
+    >>> {task: value.shape for task, value in sorted(outputs.items())}
+    {'gender': (2, 2), 'glasses': (2, 2), 'landmarks': (2, 10), 'pose': (2, 5), 'smile': (2, 2)}
     """
     input_shape = _check_image_shape(input_shape, min_side=16)
     _check_rate("dropout", dropout)

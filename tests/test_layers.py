@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 
 import keras
@@ -257,3 +258,9 @@ def test_siamese_head_save_reload_identical(tmp_path):
     np.testing.assert_allclose(
         _np(reloaded([f1, f2])), _np(model([f1, f2])), rtol=0, atol=1e-6
     )
+
+
+def test_docstring_examples():
+    result = doctest.testmod(layers, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import keras
 import numpy as np
 import pytest
@@ -285,6 +287,17 @@ def test_save_reload_gives_identical_outputs(builder, tmp_path):
             np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-6)
     else:
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="the examples build the full-size models; on JAX that spends ~1 min "
+    "compiling weight initializers, and the shapes they show are backend-independent",
+)
+def test_docstring_examples():
+    result = doctest.testmod(models, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed"
 
 
 # --- Bad arguments -----------------------------------------------------------
