@@ -219,16 +219,16 @@ def _balanced(p, k, d, seed):
     return labels, rng.normal(size=(p * k, d)).astype("float32"), rng
 
 
-@settings(max_examples=8, deadline=None)
+# Few distinct batch shapes (B = 6 or 8): eager JAX compiles once per shape.
+@settings(max_examples=6, deadline=None)
 @given(
-    p=st.integers(2, 4),
-    k=st.integers(2, 4),
+    pk=st.sampled_from([(2, 3), (3, 2), (2, 4), (4, 2)]),
     seed=st.integers(0, 10_000),
     margin=st.sampled_from([0.0, 0.2, 1.0]),
     metric=st.sampled_from(METRICS),
 )
-def test_properties_permutation_nonnegative_hard_above_semihard(p, k, seed, margin, metric):
-    labels, x, rng = _balanced(p, k, 4, seed)
+def test_properties_permutation_nonnegative_hard_above_semihard(pk, seed, margin, metric):
+    labels, x, rng = _balanced(*pk, 4, seed)
     perm = rng.permutation(len(labels))
     values = {}
     for name, fn in BATCH_FNS.items():
