@@ -364,6 +364,25 @@ def test_config_round_trip(index):
         assert _f(clone(y, p)) == pytest.approx(_f(loss(y, p)), rel=1e-6)
 
 
+@keras.saving.register_keras_serializable(package="fsl_tests")
+def _registered_l2(embeddings):
+    return losses.distances_lib.pairwise_euclidean(embeddings)
+
+
+def test_registered_callable_metric_round_trips():
+    loss = losses.TripletSemiHardLoss(margin=0.5, distance_metric=_registered_l2)
+    config = loss.get_config()
+    import json
+
+    json.dumps(config)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert clone.distance_metric is _registered_l2
+    assert losses.TripletSemiHardLoss.from_config(config).get_config() == config
+    labels, x = _batch(10)
+    want = _ref_semihard(labels, x, 0.5, "L2")
+    assert _f(clone(labels, x)) == pytest.approx(want, rel=1e-4)
+
+
 @pytest.mark.parametrize(
     "loss",
     [
