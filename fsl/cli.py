@@ -6,6 +6,9 @@ Commands::
     fsl evaluate RUN_DIR                 # re-evaluate a run, print JSON metrics
     fsl embed RUN_DIR IMAGES... --out embeddings.npy
     fsl export RUN_DIR [--kind embedding|verifier|mtfl] [--export-dir DIR]
+    fsl verify A.jpg B.jpg --model RUN_DIR      # distance, threshold, decision
+    fsl identify --gallery DIR PHOTO --model RUN_DIR
+    fsl cluster DIR --model RUN_DIR [--n-clusters N] [--out DIR]
 
 Every command has ``--help``. Expected problems (a bad argument, a missing
 file or folder, an existing run folder) end with ONE line on stderr,
@@ -488,6 +491,11 @@ register_command("train", "train a model; writes a run folder", _add_train_argum
 register_command("evaluate", "re-evaluate a run folder; prints JSON metrics", _add_run_dir, _run_evaluate)
 register_command("embed", "embed image files with a run's model (.npy)", _add_embed_arguments, _run_embed)
 register_command("export", "export a run's model as a SavedModel", _add_export_arguments, _run_export)
+
+# The face commands (verify, identify, cluster) live beside the face pipeline.
+from fsl.faces import commands as _face_commands  # noqa: E402
+
+_face_commands.register(register_command)
 
 
 # === Entry point ===

@@ -28,7 +28,6 @@ person when ``distance <= threshold``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -192,39 +191,57 @@ class FacePipeline:
     def from_run(cls, run_dir: PathLike, **overrides: Any) -> "FacePipeline":
         """Build a pipeline from a run folder written by ``fsl train facenet``.
 
-        Reads ``model.keras``, and from ``config.json`` / ``metrics.json`` the
-        image size, channels, preprocessing, metric and the threshold chosen
-        on training pairs. Keyword arguments override what the files say.
+        Loads the run's embedding model, and takes from ``config.json`` its
+        preprocessing (image size, channels, standardisation) and from
+        ``metrics.json`` the metric and the verification threshold. Keyword
+        arguments override what the files say.
+
+        Raises:
+            FileNotFoundError: if the folder or its model is missing.
+            ValueError: if the run records no preprocessing.
         """
         import keras
 
         import fsl  # noqa: F401  (registers fsl's layers for load_model)
+        from fsl.training._runs import open_run
 
-        run = pathlib.Path(run_dir)
-        model_path = run / "model.keras" if run.is_dir() else run
-        if not model_path.exists():
-            raise FileNotFoundError(f"No model.keras in run folder {str(run)!r}")
-        config, metrics = {}, {}
-        if run.is_dir():
-            for name, target in (("config.json", config), ("metrics.json", metrics)):
-                if (run / name).exists():
-                    target.update(json.loads((run / name).read_text()))
-        model = keras.saving.load_model(model_path)
+        run = open_run(run_dir)
+        path = run.embedding_path if run.embedding_path.is_file() else run.model_path
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(run.path)!r} has no model ({run.embedding_path.name})")
+        prep = run.read_config().get("preprocessing")
+        if not prep:
+            raise ValueError(f"{str(run.config_path)!r} records no preprocessing")
+        metrics = run.read_metrics() if run.metrics_path.is_file() else {}
         kwargs: dict[str, Any] = {
-            "image_size": tuple(model.input_shape[1:3]),
-            "channels": int(model.input_shape[-1]),
+            "image_size": tuple(prep["image_size"]),
+            "channels": int(prep["channels"]),
+            "preprocessing": prep.get("standardize"),
         }
-        if "metric" in config:
-            kwargs["metric"] = config["metric"]
-        if "standardize" in config and not _has_standardize_layer(model):
-            kwargs["preprocessing"] = config["standardize"]
-        for key in ("threshold", "verification_threshold"):
-            if key in metrics:
-                kwargs["threshold"] = float(metrics[key])
-                break
+        if "metric" in metrics:
+            kwargs["metric"] = metrics["metric"]
+        if "threshold" in metrics:
+            kwargs["threshold"] = float(metrics["threshold"])
         kwargs.update(overrides)
-        logger.info("FacePipeline from %s: %s", run, kwargs)
-        return cls(model, **kwargs)
+        logger.info("FacePipeline from %s: %s", run.path, kwargs)
+        return cls(keras.saving.load_model(path), **kwargs)
+
+    @classmethod
+    def from_saved_model(cls, export_dir: PathLike, **kwargs: Any) -> "FacePipeline":
+        """Build a pipeline on an embedding SavedModel written by ``fsl.export``.
+
+        The export takes raw pixels and standardises inside, so
+        ``preprocessing`` is ``None``; size and channels come from its
+        signature unless given.
+        """
+        from fsl.export import load_exported, signature_input_spec
+
+        loaded = load_exported(export_dir)
+        spec = next(iter(signature_input_spec(loaded).values()))
+        kwargs.setdefault("image_size", tuple(int(s) for s in spec.shape[1:3]))
+        kwargs.setdefault("channels", int(spec.shape[-1]))
+        kwargs["preprocessing"] = None
+        return cls(loaded, **kwargs)
 
     @staticmethod
     def _make_embed_fn(embedder: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -461,5 +478,3 @@ def save_cluster_grids(
     return written
 
 
-def _has_standardize_layer(model: Any) -> bool:
-    return any(type(layer).__name__ == "Standardize" for layer in getattr(model, "layers", []))

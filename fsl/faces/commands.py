@@ -1,0 +1,153 @@
+"""The face commands of the ``fsl`` CLI: ``verify``, ``identify``, ``cluster``.
+
+::
+
+    fsl verify a.jpg b.jpg --model saved_models/<run>
+    fsl identify --gallery DIR photo.jpg --model saved_models/<run>
+    fsl cluster DIR --model saved_models/<run> [--n-clusters N] [--out DIR]
+
+``--model`` is a run folder written by ``fsl train facenet`` (its threshold
+and preprocessing come from ``metrics.json`` / ``config.json``) or an
+embedding SavedModel written by ``fsl export`` (then pass ``--threshold``).
+Photos are detected and aligned with MTCNN unless ``--no-detect`` (for photos
+that are already face crops, such as ORL or LFW crops).
+
+A photo with no face, an unreadable file or a directory with no images is a
+one-line error with exit status 2 (the CLI turns ``ValueError`` /
+``FileNotFoundError`` into that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+
+from fsl.faces.pipeline import FacePipeline, list_images, save_cluster_grids
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("FSL_FACE_MODEL"),
+        help="run folder of `fsl train facenet`, or an embedding SavedModel "
+        "(default: $FSL_FACE_MODEL)",
+    )
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="distance threshold (default: the run's, chosen on training pairs)")
+    parser.add_argument("--no-detect", dest="detect", action="store_false",
+                        help="treat each photo as an already cropped face (no MTCNN)")
+    parser.add_argument("--align", choices=("template", "crop", "none"), default="template",
+                        help="alignment of detected faces (default: template)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def build_pipeline(args: argparse.Namespace) -> FacePipeline:
+    """A ``FacePipeline`` from the ``--model`` / ``--threshold`` / ... options."""
+    if not args.model:
+        raise ValueError("--model is required (a run folder or an embedding SavedModel)")
+    model = pathlib.Path(args.model)
+    if not model.exists():
+        raise FileNotFoundError(f"model not found: {args.model}")
+    overrides = {"detect_faces": args.detect, "align": args.align}
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    if (model / "saved_model.pb").is_file():
+        if args.threshold is None:
+            raise ValueError(f"--threshold is required with a SavedModel. Received: --model {args.model}")
+        return FacePipeline.from_saved_model(model, **overrides)
+    return FacePipeline.from_run(model, **overrides)
+
+
+def _check_file(path: str) -> str:
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    return path
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    for path in (args.image_a, args.image_b):
+        _check_file(path)
+    pipeline = build_pipeline(args)
+    result = pipeline.verify(args.image_a, args.image_b)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        decision = "same person" if result.same else "different people"
+        print(f"distance {result.distance:.4f}  threshold {result.threshold:.4f}  -> {decision}")
+    return 0
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    _check_file(args.photo)
+    if not pathlib.Path(args.gallery).is_dir():
+        raise FileNotFoundError(f"gallery folder not found: {args.gallery}")
+    pipeline = build_pipeline(args)
+    result = pipeline.identify(args.photo, pipeline.enroll(args.gallery))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        who = result.name if result.name is not None else f"unknown (nearest: {result.nearest})"
+        print(f"{who}  distance {result.distance:.4f}  threshold {result.threshold:.4f}")
+    return 0
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    list_images(args.directory)  # fails early, in one line, on an empty folder
+    pipeline = build_pipeline(args)
+    groups = pipeline.cluster(args.directory, n_clusters=args.n_clusters, method=args.method)
+    out = pathlib.Path(args.out or pathlib.Path(args.directory).with_name(
+        pathlib.Path(args.directory).name + "_clusters"))
+    written = save_cluster_grids(groups, out, overwrite=args.overwrite)
+    summary = {str(k): [str(p) for p in v] for k, v in groups.items()}
+    if args.json:
+        print(json.dumps({"clusters": summary, "grids": [str(p) for p in written]}))
+    else:
+        for (cluster_id, members), grid in zip(groups.items(), written):
+            print(f"cluster {cluster_id}: {len(members)} photos -> {grid}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {text}")
+    return value
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image_a")
+    parser.add_argument("image_b")
+    _add_pipeline_options(parser)
+
+
+def _identify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", required=True,
+                        help="folder with one sub-folder of photos per enrolled person")
+    parser.add_argument("photo")
+    _add_pipeline_options(parser)
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="folder of photos (searched recursively)")
+    parser.add_argument("--n-clusters", type=_positive_int, default=None,
+                        help="number of people (default: cut at the threshold)")
+    parser.add_argument("--method", choices=("agglomerative", "kmeans"), default="agglomerative")
+    parser.add_argument("--out", default=None,
+                        help="folder for one grid image per cluster (default: DIRECTORY_clusters)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _add_pipeline_options(parser)
+
+
+def register(registry_function) -> None:
+    """Register the face commands with ``fsl.cli.register_command``."""
+    registry_function("verify", "are two photos the same person? (distance, threshold, decision)",
+                      _verify_arguments, run_verify)
+    registry_function("identify", "who is in a photo, against an enrolled gallery (or unknown)",
+                      _identify_arguments, run_identify)
+    registry_function("cluster", "group a folder of photos by person; one grid image per cluster",
+                      _cluster_arguments, run_cluster)
+
+
+__all__ = ["build_pipeline", "register", "run_cluster", "run_identify", "run_verify"]
