@@ -232,6 +232,8 @@ def _train_siamese(args) -> dict:
         embedding_dim=args.embedding_dim,
         margin=args.margin,
         learning_rate=args.learning_rate,
+        pairs_per_epoch=args.pairs_per_epoch,
+        shift=args.shift,
         source=args.source,
         **_run_kwargs(args),
     )
@@ -306,6 +308,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "with a threshold chosen on training pairs, and precision@1.",
     )
     _add_mnist_options(p, batch_size=128, margin=1.0)
+    p.add_argument("--pairs-per-epoch", type=_positive_int, default=None,
+                   help="pairs drawn per epoch (default: twice the training digits)")
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="augmentation: random translation, fraction of the size (default 0)")
     _add_run_options(p)
     p.set_defaults(train=_train_siamese)
 

@@ -217,11 +217,29 @@ def test_trainer_validates_arguments(tmp_path):
         mnist_training.train_siamese_mnist(epochs=0, output_dir=tmp_path)
     with pytest.raises(ValueError, match="margin"):
         mnist_training.train_siamese_mnist(margin=-1.0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="shift"):
+        mnist_training.train_siamese_mnist(shift=0.5, output_dir=tmp_path)
     with pytest.raises(ValueError, match="loss"):
         mnist_training.train_triplet_mnist(loss="bogus", output_dir=tmp_path)
     with pytest.raises(ValueError, match="seed"):
         mnist_training.train_triplet_mnist(seed=-1, output_dir=tmp_path)
     assert list(tmp_path.iterdir()) == [], "no run folder for invalid arguments"
+
+
+def test_shift_pairs_translates_images_keeps_labels():
+    import tensorflow as tf
+
+    x = np.zeros((4, 28, 28, 1), "float32")
+    x[:, 10:18, 10:18] = 1.0
+    same = np.array([1.0, 0.0, 1.0, 0.0], "float32")
+    dataset = tf.data.Dataset.from_tensors(((x, x), same))
+    (a, b), s = next(iter(mnist_training._shift_pairs(dataset, 0.2, seed=0)))
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == x.shape and b.shape == x.shape
+    np.testing.assert_array_equal(np.asarray(s), same)
+    assert not np.allclose(a, x) and not np.allclose(a, b)
+    # A translation moves the square; it keeps (most of) its mass.
+    np.testing.assert_allclose(a.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=0.35)
 
 
 def test_resolve_jit():

