@@ -16,12 +16,7 @@ uses ``keras.ops`` only and runs on every Keras backend. Input pipelines
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
-
-# TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the CLI's output and
-# the notebooks'; warnings and errors still show. An explicit setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"
 
