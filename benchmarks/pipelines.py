@@ -104,10 +104,44 @@ def build_face_folder_pk():
     return ds, 8 * 4, {"batch": "P=8 x K=4 png files, 96x96", "source": str(root)}
 
 
+def build_face_folder_augmented():
+    from fsl.data import faces
+
+    root = _orl_dir()
+    if not root.is_dir():
+        raise Unavailable(f"no ORL faces at {root} (set FSL_DATA_DIR)")
+    folder = faces.list_faces(root)
+    ds = faces.face_dataset(
+        folder.paths, folder.labels, image_size=(96, 96), channels=1, standardize="fixed",
+        augment=True, batch_size=32, shuffle=True, seed=0,
+    )
+    return ds, 32, {"batch": "32 png files, 96x96, augmented, fixed standardisation",
+                    "source": str(root)}
+
+
+_MTFL_TMP = {}
+
+
+def build_mtfl():
+    import tempfile
+
+    from fsl.data import mtfl
+
+    if "root" not in _MTFL_TMP:
+        _MTFL_TMP["dir"] = tempfile.TemporaryDirectory()
+        _MTFL_TMP["root"] = mtfl.synthesize(pathlib.Path(_MTFL_TMP["dir"].name) / "mtfl", n=500, seed=0)
+    ds = mtfl.mtfl_dataset(_MTFL_TMP["root"], split="train", image_size=(64, 64), channels=1,
+                           augment=True, batch_size=64, shuffle=True, seed=0)
+    return ds, 64, {"batch": "64 jpg files, 64x64, landmark-aware augmentation",
+                    "source": "synthetic MTFL-format set (fsl.data.mtfl.synthesize, n=500)"}
+
+
 PIPELINES: dict[str, Callable] = {
     "mnist_pairs": build_mnist_pairs,
     "mnist_pk_in_memory": build_mnist_pk,
     "face_folder_pk_files": build_face_folder_pk,
+    "face_folder_augmented": build_face_folder_augmented,
+    "mtfl_synthetic_augmented": build_mtfl,
 }
 
 
