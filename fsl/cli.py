@@ -234,6 +234,7 @@ def _train_siamese(args) -> dict:
         learning_rate=args.learning_rate,
         pairs_per_epoch=args.pairs_per_epoch,
         shift=args.shift,
+        **({} if args.dropout is None else {"dropout": args.dropout}),
         source=args.source,
         **_run_kwargs(args),
     )
@@ -310,6 +311,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_mnist_options(p, batch_size=128, margin=1.0)
     p.add_argument("--pairs-per-epoch", type=_positive_int, default=None,
                    help="pairs drawn per epoch (default: twice the training digits)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout before the embedding layer (default: the trainer's)")
     p.add_argument("--shift", type=float, default=0.0,
                    help="augmentation: random translation, fraction of the size (default 0)")
     _add_run_options(p)

@@ -154,6 +154,7 @@ def train_siamese_mnist(
     margin: float = 1.0,
     learning_rate: float = 2e-3,
     pairs_per_epoch: Optional[int] = None,
+    dropout: float = 0.0,
     shift: float = 0.0,
     metric: str = "L2",
     source: str = "auto",
@@ -193,6 +194,7 @@ def train_siamese_mnist(
             cost nothing).
         learning_rate: initial Adam learning rate (cosine decay to 0).
         pairs_per_epoch: pairs per epoch (default: twice the training digits).
+        dropout: dropout rate before the embedding layer of the encoder.
         shift: augmentation: random translation of each training digit by up
             to this fraction of its size (``keras.layers.RandomTranslation``
             in the tf.data pipeline); 0 for none.
@@ -246,6 +248,9 @@ def train_siamese_mnist(
     metric = distances.canonical_name(metric)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
+    dropout = common.check_positive_float("dropout", dropout, allow_zero=True)
+    if dropout >= 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     shift = common.check_positive_float("shift", shift, allow_zero=True)
     if shift >= 0.5:
         raise ValueError(f"shift must be < 0.5. Received: shift={shift!r}")
@@ -257,7 +262,9 @@ def train_siamese_mnist(
     common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
 
     # === Model ===
-    encoder = models.mnist_encoder(embedding_dim=embedding_dim, input_shape=(28, 28, 1))
+    encoder = models.mnist_encoder(
+        embedding_dim=embedding_dim, input_shape=(28, 28, 1), dropout=dropout
+    )
     model = models.siamese_distance_model(encoder, metric=metric)
     n_pairs = pairs_per_epoch or 2 * len(train[1])
     steps = math.ceil(n_pairs / batch_size)

