@@ -301,6 +301,21 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     assert metrics["same_pairs"] == 450 and metrics["pairs"] == 900
     for key in ("verification_accuracy", "precision_at_1", "nmi"):
         assert 0.0 <= metrics[key] <= 1.0
+    # The deployable threshold comes from the TRAINING people, never the test ones:
+    # recompute it from the saved model on training pairs.
+    import keras
+
+    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+    from fsl.evaluation import best_threshold, pair_distances
+
+    assert metrics["threshold_source"] == "training pairs"
+    train, _ = identity_split(list_faces(orl_dir, min_images=2), 10, 0)
+    x_train, y_train = load_images_numpy(train, (32, 32), channels=1, standardize="fixed")
+    model = keras.saving.load_model(tmp_path / "f" / "embedding.keras")
+    emb = np.asarray(model.predict(x_train, verbose=0))
+    i, j, same = verification_pairs(y_train, seed=0)
+    want, _ = best_threshold(pair_distances(emb[i], emb[j]), same)
+    assert metrics["threshold"] == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
 def test_verification_pairs_against_loops():

@@ -48,7 +48,13 @@ def verification_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def evaluate_faces(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, seed: int = 0, metric: str = "L2"
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int = 0,
+    metric: str = "L2",
+    train_images: Optional[np.ndarray] = None,
+    train_labels: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
     """Verification, retrieval and clustering metrics on held-out identities.
 
@@ -58,10 +64,15 @@ def evaluate_faces(
         labels: identity labels ``[N]``.
         seed: seed of the pairs, folds and k-means.
         metric: distance between embeddings.
+        train_images, train_labels: the training faces; when given, the
+            deployable ``threshold`` is chosen on training pairs (people
+            seen in training), never on the test people it is judged on.
 
     Returns:
-        ``verification_accuracy`` (10-fold mean) and ``verification_std``,
-        ``threshold`` (chosen on all pairs), ``precision_at_1``
+        ``verification_accuracy`` (10-fold mean: each fold's threshold chosen
+        on the other 9) and ``verification_std``, ``threshold`` (chosen on
+        training pairs when the training faces are given, else on the
+        evaluated pairs; ``threshold_source`` says which), ``precision_at_1``
         (leave-one-out), ``nmi`` / ``ari`` / ``purity`` of k-means with one
         cluster per identity, and the counts.
     """
@@ -78,13 +89,23 @@ def evaluate_faces(
     i, j, same = verification_pairs(labels, seed)
     distances = pair_distances(embeddings[i], embeddings[j], metric)
     folds = kfold_verification(distances, same, n_folds=min(10, len(same)), seed=seed)
-    threshold, _ = best_threshold(distances, same)
+    if train_images is not None and train_labels is not None:
+        train_embeddings = common.predict(model, train_images)
+        ti, tj, tsame = verification_pairs(np.asarray(train_labels), seed)
+        threshold, _ = best_threshold(
+            pair_distances(train_embeddings[ti], train_embeddings[tj], metric), tsame
+        )
+        threshold_source = "training pairs"
+    else:
+        threshold, _ = best_threshold(distances, same)
+        threshold_source = "evaluated pairs"
     n_ids = len(np.unique(labels))
     scores = clustering_scores(labels, cluster(embeddings, n_clusters=n_ids, seed=seed))
     return {
         "verification_accuracy": folds["mean_accuracy"],
         "verification_std": folds["std_accuracy"],
         "threshold": threshold,
+        "threshold_source": threshold_source,
         "precision_at_1": precision_at_1(embeddings, labels, metric=metric),
         **scores,
         "pairs": len(same),
@@ -246,7 +267,8 @@ def train_facenet(
     model.save(run_dir.embedding_path)
 
     # === Evaluation ===
-    metrics = evaluate_faces(model, x_test, y_test, seed=seed)
+    metrics = evaluate_faces(model, x_test, y_test, seed=seed,
+                             train_images=x_train, train_labels=y_train)
     metrics["run_dir"] = str(run_dir.path)
     metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
     common.echo(
@@ -265,7 +287,11 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     arguments = config["arguments"]
     prep = config["preprocessing"]
     folder = list_faces(arguments["data_dir"], min_images=2)
-    _, test_faces = identity_split(folder, arguments["test_identities"], arguments["seed"])
+    train_faces, test_faces = identity_split(
+        folder, arguments["test_identities"], arguments["seed"]
+    )
+    x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
     model = keras.saving.load_model(run_dir.embedding_path)
-    return evaluate_faces(model, x_test, y_test, seed=arguments["seed"])
+    return evaluate_faces(model, x_test, y_test, seed=arguments["seed"],
+                          train_images=x_train, train_labels=y_train)
