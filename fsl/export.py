@@ -212,7 +212,7 @@ def _images_to_model_input(tf, images, hwc, resize, standardize, name):
     images = tf.ensure_shape(images, expected, name=f"check_{name}_shape")
     x = tf.cast(images, tf.float32)
     if resize:
-        x = tf.image.resize(x, (h, w), method="bilinear")
+        x = tf.image.resize(x, (h, w), method="bilinear", antialias=True)
     if standardize is not None:
         x = standardize(x)
     return x
@@ -284,8 +284,9 @@ def export_embedding_model(
         overwrite: replace a non-empty ``export_dir``.
         resize: if True the signatures accept any height and width
             (``[N, None, None, C]``) and resize bilinearly to the model's
-            ``H x W`` before preprocessing; if False (default) they accept
-            exactly ``[N, H, W, C]``.
+            ``H x W`` before preprocessing, anti-aliased as the training
+            pipeline (``fsl.data.faces.resize_image``) resizes; if False
+            (default) they accept exactly ``[N, H, W, C]``.
 
     Returns:
         The path of the SavedModel, a string.

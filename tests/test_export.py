@@ -303,7 +303,9 @@ def test_embedding_export_resizes_then_prewhitens(setup, fresh, batch):
 
     out = _outputs(fresh)
     raw = setup["inputs"][f"resize_{batch}"]
-    resized = tf.image.resize(raw.astype("float32"), ENC_HWC[:2], method="bilinear").numpy()
+    resized = tf.image.resize(
+        raw.astype("float32"), ENC_HWC[:2], method="bilinear", antialias=True
+    ).numpy()
     expected = _l2n(_predict(setup["encoder"], _np_preprocess(resized, "prewhiten")))
     for signature in ("serving_default", "serve_uint8"):
         got = out[f"emb_resize|{signature}|{batch}|embeddings"]
@@ -356,7 +358,7 @@ def test_mtfl_export_matches_model(setup, fresh, signature, batch):
     raw = setup["inputs"][f"mtfl_{batch}"].astype("float32")
     h, w = raw.shape[1:3]
     if (h, w) != MTFL_HWC[:2]:  # batch 5: fed at 40x30, resized to 16x24
-        raw = tf.image.resize(raw, MTFL_HWC[:2], method="bilinear").numpy()
+        raw = tf.image.resize(raw, MTFL_HWC[:2], method="bilinear", antialias=True).numpy()
     expected = _predict(setup["mtfl"], _np_preprocess(raw, "unit"))
     lm = expected["landmarks"]  # x1..x5, y1..y5 in [0, 1]
     expected_px = np.stack([lm[:, :5] * w, lm[:, 5:] * h], axis=-1)  # [N, 5, (x, y)]
