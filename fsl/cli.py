@@ -310,7 +310,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_mnist_options(p, batch_size=128, margin=1.0)
     p.add_argument("--pairs-per-epoch", type=_positive_int, default=None,
-                   help="pairs drawn per epoch (default: twice the training digits)")
+                   help="pairs drawn per epoch (default: 1.5 x the training digits)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout before the embedding layer (default: the trainer's)")
     p.add_argument("--shift", type=float, default=0.0,

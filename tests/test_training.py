@@ -71,6 +71,8 @@ def test_run_folder_contents(siamese_run):
     assert saved["pair_accuracy"] == pytest.approx(metrics["pair_accuracy"])
     assert saved["test_pairs"] == 2 * mnist_training.FAST_TEST
     assert saved["train_pairs"] == 2 * mnist_training.FAST_TRAIN
+    # One epoch of 1.5 x 600 pairs in batches of 128 = 8 steps.
+    assert config["arguments"]["pairs_per_epoch"] is None
 
 
 def test_saved_model_recomputes_metrics(siamese_run):

@@ -186,14 +186,14 @@ def train_siamese_mnist(
     Learning an Invariant Mapping", CVPR 2006.
 
     Args:
-        epochs: passes over ``pairs_per_epoch`` pairs (default 10; 1 with
+        epochs: passes over ``pairs_per_epoch`` pairs (default 8; 1 with
             ``fast``).
         batch_size: pairs per batch.
         embedding_dim: size of the embedding.
         margin: contrastive margin (distance beyond which different pairs
             cost nothing).
         learning_rate: initial Adam learning rate (cosine decay to 0).
-        pairs_per_epoch: pairs per epoch (default: twice the training digits).
+        pairs_per_epoch: pairs per epoch (default: 1.5 x the training digits).
         dropout: dropout rate before the embedding layer of the encoder.
         shift: augmentation: random translation of each training digit by up
             to this fraction of its size (``keras.layers.RandomTranslation``
@@ -238,7 +238,7 @@ def train_siamese_mnist(
     arguments = dict(locals())
     for name in ("callbacks", "distances", "losses", "models", "pair_dataset"):
         arguments.pop(name)
-    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 10)
+    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 8)
     batch_size = common.check_positive_int("batch_size", batch_size)
     embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
     margin = common.check_positive_float("margin", margin)
@@ -266,7 +266,7 @@ def train_siamese_mnist(
         embedding_dim=embedding_dim, input_shape=(28, 28, 1), dropout=dropout
     )
     model = models.siamese_distance_model(encoder, metric=metric)
-    n_pairs = pairs_per_epoch or 2 * len(train[1])
+    n_pairs = pairs_per_epoch or (3 * len(train[1])) // 2
     steps = math.ceil(n_pairs / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
