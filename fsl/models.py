@@ -562,12 +562,19 @@ def mtfl_model(
 
 # === FaceNet-style embedding model ===
 
+# Small face sets give a few hundred training steps: with Keras' default
+# momentum (0.99) the moving statistics still carry a third of their initial
+# values then, and the saved model's embeddings collapse at inference (ORL,
+# 30 train / 10 unseen people, default recipe: 10-fold verification 0.74 with
+# 0.99, 0.90 with 0.9).
+_BN_MOMENTUM = 0.9
+
 
 def _conv_bn(x, filters, kernel, name, strides=1):
     x = kl.Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = kl.BatchNormalization(scale=False, name=f"{name}_bn")(x)
+    x = kl.BatchNormalization(momentum=_BN_MOMENTUM, scale=False, name=f"{name}_bn")(x)
     return kl.Activation("relu", name=f"{name}_relu")(x)
 
 
