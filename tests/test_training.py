@@ -219,8 +219,8 @@ def test_trainer_validates_arguments(tmp_path):
         mnist_training.train_siamese_mnist(epochs=0, output_dir=tmp_path)
     with pytest.raises(ValueError, match="margin"):
         mnist_training.train_siamese_mnist(margin=-1.0, output_dir=tmp_path)
-    with pytest.raises(ValueError, match="shift"):
-        mnist_training.train_siamese_mnist(shift=0.5, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="augment.*1.5"):
+        mnist_training.train_siamese_mnist(augment=1.5, output_dir=tmp_path)
     with pytest.raises(ValueError, match="loss"):
         mnist_training.train_triplet_mnist(loss="bogus", output_dir=tmp_path)
     with pytest.raises(ValueError, match="seed"):
@@ -228,20 +228,78 @@ def test_trainer_validates_arguments(tmp_path):
     assert list(tmp_path.iterdir()) == [], "no run folder for invalid arguments"
 
 
-def test_shift_pairs_translates_images_keeps_labels():
+@pytest.mark.parametrize("pairs", [True, False])
+def test_augment_moves_images_keeps_labels(pairs):
     import tensorflow as tf
 
     x = np.zeros((4, 28, 28, 1), "float32")
     x[:, 10:18, 10:18] = 1.0
-    same = np.array([1.0, 0.0, 1.0, 0.0], "float32")
-    dataset = tf.data.Dataset.from_tensors(((x, x), same))
-    (a, b), s = next(iter(mnist_training._shift_pairs(dataset, 0.2, seed=0)))
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == x.shape and b.shape == x.shape
-    np.testing.assert_array_equal(np.asarray(s), same)
-    assert not np.allclose(a, x) and not np.allclose(a, b)
-    # A translation moves the square; it keeps (most of) its mass.
-    np.testing.assert_allclose(a.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=0.35)
+    y = np.array([1.0, 0.0, 1.0, 0.0], "float32")
+    element = ((x, x), y) if pairs else (x, y)
+    dataset = tf.data.Dataset.from_tensors(element)
+    images, labels = next(iter(mnist_training._augment(dataset, 1.0, seed=0)))
+    images = [np.asarray(a) for a in images] if pairs else [np.asarray(images)]
+    np.testing.assert_array_equal(np.asarray(labels), y)
+    for a in images:
+        assert a.shape == x.shape
+        assert not np.allclose(a, x)
+        # Small rotations, shifts and zooms move the square; it keeps most of its mass.
+        np.testing.assert_allclose(a.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=0.35)
+    if pairs:
+        assert not np.allclose(images[0], images[1]), "each image of a pair moves on its own"
+
+
+def test_trainer_validates_filters_and_precision(tmp_path):
+    with pytest.raises(ValueError, match=r"filters.*\(32,\)"):
+        mnist_training.train_siamese_mnist(filters=(32,), output_dir=tmp_path)
+    with pytest.raises(ValueError, match="filters.*0"):
+        mnist_training.train_triplet_mnist(filters=(32, 0), output_dir=tmp_path)
+    with pytest.raises(ValueError, match="mixed_precision.*'float8'"):
+        mnist_training.train_siamese_mnist(mixed_precision="float8", output_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == [], "no run folder for invalid arguments"
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_is_finite_and_reloads(tmp_path, policy):
+    """A mixed-precision run: 16-bit body, float32 outputs, finite losses, reload."""
+    before = keras.config.dtype_policy().name
+    seen = {}
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["optimizer"] = self.model.optimizer
+
+    metrics = mnist_training.train_siamese_mnist(
+        epochs=1, pairs_per_epoch=256, filters=(8, 16), mixed_precision=policy,
+        output_dir=tmp_path, run="mp", callbacks=[Spy()], **TINY,
+    )
+    scaled = isinstance(seen["optimizer"], keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16"), "loss scaling for float16 only"
+    assert keras.config.dtype_policy().name == before, "the global policy is restored"
+    assert all(math.isfinite(v) for v in metrics["history"]["loss"])
+    model = keras.saving.load_model(tmp_path / "mp" / "model.keras")
+    encoder = model.get_layer("mnist_encoder")
+    assert encoder.get_layer("conv1").dtype_policy.name == policy
+    assert encoder.get_layer("conv1").kernel.dtype == "float32", "weights stay float32"
+    assert encoder.get_layer("embedding").dtype_policy.name == "float32"
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype="float32")
+    distance = np.asarray(model.predict([x, x[::-1]], verbose=0))
+    assert distance.dtype == np.float32 and np.all(np.isfinite(distance))
+    # The saved embedding model gives the distances the pair model gives.
+    embedding = keras.saving.load_model(tmp_path / "mp" / "embedding.keras")
+    e = np.asarray(embedding.predict(x, verbose=0), "float64")
+    expected = np.linalg.norm(e - e[::-1], axis=1)
+    np.testing.assert_allclose(distance[:, 0], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_encoder_filters_set_the_widths():
+    from fsl import models
+
+    encoder = models.mnist_encoder(embedding_dim=8, filters=(4, 6))
+    assert encoder.get_layer("conv1").kernel.shape == (3, 3, 1, 4)
+    assert encoder.get_layer("conv2").kernel.shape == (3, 3, 4, 6)
+    with pytest.raises(ValueError, match="filters"):
+        models.mnist_encoder(filters=(4, -1))
 
 
 def test_resolve_jit():

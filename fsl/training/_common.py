@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -39,6 +40,56 @@ def check_positive_float(name: str, value: Any, allow_zero: bool = False) -> flo
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}. Received: {name}={value!r}")
     return value
+
+
+def check_int_pair(name: str, value: Any) -> tuple[int, int]:
+    """Two positive ints (a tuple or list), e.g. the MNIST encoder's widths."""
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value
+        )
+    )
+    if not ok:
+        raise ValueError(f"{name} must be two positive ints. Received: {name}={value!r}")
+    return int(value[0]), int(value[1])
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """A number in ``[0, 1]`` (e.g. an augmentation strength)."""
+    value = check_positive_float(name, value, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"{name} must be in [0, 1]. Received: {name}={value!r}")
+    return value
+
+
+#: ``mixed_precision`` values of the trainers: Keras dtype policies.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def check_precision(value: Any) -> str:
+    """``None`` / ``"float32"`` (full precision) or a mixed policy name."""
+    return check_choice("mixed_precision", "float32" if value is None else value, PRECISIONS)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build models under the Keras dtype policy ``name``, then restore the old one.
+
+    Layers take the global policy when they are created, so a model built
+    inside ``with dtype_policy("mixed_bfloat16"):`` computes in bfloat16 with
+    float32 weights (its output layers stay float32, see
+    ``fsl.models.OUTPUT_DTYPE``), and keeps that policy when saved and
+    reloaded. ``compile`` wraps the optimizer in a ``LossScaleOptimizer``
+    for ``mixed_float16``.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:

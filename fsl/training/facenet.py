@@ -151,6 +151,7 @@ def train_facenet(
     resume: bool = False,
     fast: bool = False,
     jit_compile: bool | str = "auto",
+    mixed_precision: Optional[str] = None,
     verbose: int | str = "auto",
     callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
 ) -> dict[str, Any]:
@@ -186,8 +187,9 @@ def train_facenet(
         learning_rate: initial Adam learning rate (cosine decay to 0).
         standardize: pixel standardisation (``"fixed"``, ``"prewhiten"``,
             ``"unit"``; see ``fsl.data.faces.standardize_image``).
-        seed, output_dir, run, overwrite, resume, fast, jit_compile, verbose,
-        callbacks: as ``fsl.training.train_siamese_mnist``.
+        seed, output_dir, run, overwrite, resume, fast, jit_compile,
+        mixed_precision, verbose, callbacks: as
+        ``fsl.training.train_siamese_mnist``.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -218,6 +220,7 @@ def train_facenet(
     standardize = common.check_choice("standardize", standardize, STANDARDIZE)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
+    mixed_precision = common.check_precision(mixed_precision)
     folder = list_faces(data_dir, min_images=2)
     train_faces, test_faces = identity_split(folder, test_identities, seed)
     if p > train_faces.num_classes:
@@ -247,9 +250,10 @@ def train_facenet(
     # === Model ===
     dataset = pk_dataset(x_train, y_train, p=p, k=k, seed=seed)
     steps = max(int(dataset.cardinality().numpy()), 1)
-    model = models.facenet_model(
-        input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim
-    )
+    with common.dtype_policy(mixed_precision):
+        model = models.facenet_model(
+            input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim
+        )
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),

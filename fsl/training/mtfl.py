@@ -82,6 +82,7 @@ def train_mtfl(
     resume: bool = False,
     fast: bool = False,
     jit_compile: bool | str = "auto",
+    mixed_precision: Optional[str] = None,
     verbose: int | str = "auto",
     callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
 ) -> dict[str, Any]:
@@ -107,8 +108,9 @@ def train_mtfl(
         loss_weights: task -> loss weight overrides (see ``mtfl_losses``),
             on top of ``DEFAULT_LOSS_WEIGHTS`` (landmarks 50, others 1).
         augment: landmark-aware augmentation of training images.
-        seed, output_dir, run, overwrite, resume, fast, jit_compile, verbose,
-        callbacks: as ``fsl.training.train_siamese_mnist``.
+        seed, output_dir, run, overwrite, resume, fast, jit_compile,
+        mixed_precision, verbose, callbacks: as
+        ``fsl.training.train_siamese_mnist``.
 
     Returns:
         The metrics written to ``metrics.json``: ``mean_error``,
@@ -138,6 +140,7 @@ def train_mtfl(
     source = common.check_choice("source", source, ("auto", "real", "synthetic"))
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
+    mixed_precision = common.check_precision(mixed_precision)
     if loss_weights is not None and not isinstance(loss_weights, Mapping):
         raise TypeError(f"loss_weights must be a dict task -> float. Received: loss_weights={loss_weights!r}")
     losses, weights = models.mtfl_losses({**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})})
@@ -172,7 +175,8 @@ def train_mtfl(
     test_ds = data.dataset("test", image_size=size, channels=1, batch_size=256, cache=True)
 
     # === Model ===
-    model = models.mtfl_model(input_shape=(image_size, image_size, 1))
+    with common.dtype_policy(mixed_precision):
+        model = models.mtfl_model(input_shape=(image_size, image_size, 1))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
