@@ -142,7 +142,7 @@ def keras_worker(args) -> list[dict]:
     for step in args.steps_to_run:
         sizes = args.batch_sizes if step == "mnist_siamese" else args.face_batch_sizes
         for batch in sizes:
-            jit = backend != "torch"
+            jit = backend != "torch" and args.jit == "on"
             try:
                 model, x, y, images = _KERAS_STEPS[step](batch, jit)
                 times = _time_fit(model, x, y, batch, args.steps, args.repeats)
@@ -255,6 +255,8 @@ def parse_args(argv=None):
                         help="comma-separated steps: mnist_siamese, face_triplet")
     parser.add_argument("--mixed-precision", default=None,
                         help="Keras dtype policy, e.g. mixed_bfloat16 or mixed_float16")
+    parser.add_argument("--jit", choices=("on", "off"), default="on",
+                        help="compile the Keras steps with XLA (jit_compile; default on)")
     parser.add_argument("--torch", action="store_true", help="also run the PyTorch loop")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile (with --torch)")

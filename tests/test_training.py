@@ -225,6 +225,12 @@ def test_trainer_validates_arguments(tmp_path):
         mnist_training.train_triplet_mnist(loss="bogus", output_dir=tmp_path)
     with pytest.raises(ValueError, match="seed"):
         mnist_training.train_triplet_mnist(seed=-1, output_dir=tmp_path)
+    from fsl.training import train_mtfl
+
+    with pytest.raises(ValueError, match="dropout.*1.0"):
+        train_mtfl(dropout=1.0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="bottleneck.*0"):
+        train_mtfl(bottleneck=0, output_dir=tmp_path)
     assert list(tmp_path.iterdir()) == [], "no run folder for invalid arguments"
 
 
@@ -338,10 +344,13 @@ def train_and_reload_mtfl(tmp_path):
 
     metrics = train_mtfl(
         fast=True, synthetic_size=60, data_dir=tmp_path / "data", output_dir=tmp_path,
-        run="m", verbose=0,
+        run="m", verbose=0, bottleneck=32, dropout=0.25,
     )
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["data_source"] == "synthetic"
+    model = keras.saving.load_model(tmp_path / "m" / "model.keras")
+    assert model.get_layer("bottleneck").units == 32
+    assert model.get_layer("dropout").rate == 0.25
     again = evaluate_run(tmp_path / "m")
     assert again["mean_error"] == pytest.approx(metrics["mean_error"], rel=1e-4)
     return metrics

