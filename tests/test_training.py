@@ -276,7 +276,8 @@ def test_mixed_precision_training_is_finite_and_reloads(tmp_path, policy):
             seen["optimizer"] = self.model.optimizer
 
     metrics = mnist_training.train_siamese_mnist(
-        epochs=1, pairs_per_epoch=256, filters=(8, 16), mixed_precision=policy,
+        epochs=1, pairs_per_epoch=256, filters=(8, 16), convs_per_block=1,
+        mixed_precision=policy,
         output_dir=tmp_path, run="mp", callbacks=[Spy()], **TINY,
     )
     scaled = isinstance(seen["optimizer"], keras.optimizers.LossScaleOptimizer)
