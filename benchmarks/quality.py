@@ -21,6 +21,7 @@ Usage::
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
+    python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
 
 Runs are written to a temporary folder (``--output-dir`` to keep them).
 """
@@ -74,7 +75,8 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
     results = {}
     siamese, seconds = _timed(
         train_siamese_mnist, source=args.source, seed=args.seed, output_dir=out,
-        run="siamese", verbose=0,
+        run="siamese", verbose=0, epochs=args.siamese_epochs,
+        mixed_precision=args.mixed_precision,
     )
     results["siamese_contrastive"] = {
         "pair_accuracy": siamese["pair_accuracy"],
@@ -87,6 +89,7 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
     for loss in args.triplet_losses.split(","):
         metrics, seconds = _timed(
             train_triplet_mnist, loss=loss, source=args.source, seed=args.seed,
+            mixed_precision=args.mixed_precision,
             output_dir=out, run=f"triplet-{loss}", verbose=0,
         )
         results[f"triplet_{loss}"] = {
@@ -133,6 +136,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
         baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed)
         facenet, seconds = _timed(
             train_facenet, data_dir=data, seed=seed, output_dir=out, run=f"facenet-{seed}",
+            mixed_precision=args.mixed_precision,
             verbose=0,
         )
         keys = ("verification_accuracy", "verification_std", "precision_at_1", "nmi", "ari", "purity")
@@ -163,7 +167,10 @@ def bench_orl(args, out: pathlib.Path) -> dict:
 def bench_mtfl(args, out: pathlib.Path) -> dict:
     from fsl.training import train_mtfl
 
-    metrics, seconds = _timed(train_mtfl, seed=args.seed, output_dir=out, run="mtfl", verbose=0)
+    metrics, seconds = _timed(
+        train_mtfl, seed=args.seed, output_dir=out, run="mtfl", verbose=0,
+        mixed_precision=args.mixed_precision,
+    )
     attributes = metrics["attribute_accuracy"]
     return {
         "data_source": _config(out / "mtfl").get("data_source"),
@@ -189,6 +196,11 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", default="0,1,2,3", help="identity-split seeds for ORL")
     parser.add_argument("--eigen-components", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", default=None,
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="the trainers' mixed_precision (default float32)")
+    parser.add_argument("--siamese-epochs", type=int, default=None,
+                        help="epochs of the siamese recipe (default: the trainer's)")
     parser.add_argument("--output-dir", default=None, help="keep the runs here")
     args = parser.parse_args(argv)
 
