@@ -56,6 +56,14 @@ def check_int_pair(name: str, value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def check_dropout(dropout: Any) -> float:
+    """A dropout rate in ``[0, 1)``."""
+    dropout = check_positive_float("dropout", dropout, allow_zero=True)
+    if dropout >= 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    return dropout
+
+
 def check_fraction(name: str, value: Any) -> float:
     """A number in ``[0, 1]`` (e.g. an augmentation strength)."""
     value = check_positive_float(name, value, allow_zero=True)

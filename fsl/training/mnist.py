@@ -147,13 +147,6 @@ def _summary(metrics: dict[str, Any]) -> str:
     )
 
 
-def check_dropout(dropout) -> float:
-    dropout = common.check_positive_float("dropout", dropout, allow_zero=True)
-    if dropout >= 1:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
-    return dropout
-
-
 def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
     if fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
@@ -292,7 +285,7 @@ def train_siamese_mnist(
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
-    dropout = check_dropout(dropout)
+    dropout = common.check_dropout(dropout)
     augment = common.check_fraction("augment", augment)
     filters = common.check_int_pair("filters", filters)
     convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
@@ -452,7 +445,7 @@ def train_triplet_mnist(
     augment = common.check_fraction("augment", augment)
     filters = common.check_int_pair("filters", filters)
     convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
-    dropout = check_dropout(dropout)
+    dropout = common.check_dropout(dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
         filters=list(filters),

@@ -150,9 +150,7 @@ def train_mtfl(
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     image_size = common.check_positive_int("image_size", image_size)
     bottleneck = common.check_positive_int("bottleneck", bottleneck)
-    dropout = common.check_positive_float("dropout", dropout, allow_zero=True)
-    if dropout >= 1:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    dropout = common.check_dropout(dropout)
     source = common.check_choice("source", source, ("auto", "real", "synthetic"))
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
