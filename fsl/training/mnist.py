@@ -147,6 +147,15 @@ def _summary(metrics: dict[str, Any]) -> str:
     )
 
 
+def _encoder_args(filters, convs_per_block, dropout) -> dict[str, Any]:
+    """The validated ``mnist_encoder`` options shared by both trainers."""
+    return {
+        "filters": common.check_int_pair("filters", filters),
+        "convs_per_block": common.check_positive_int("convs_per_block", convs_per_block),
+        "dropout": common.check_dropout(dropout),
+    }
+
+
 def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
     if fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
@@ -285,13 +294,11 @@ def train_siamese_mnist(
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
-    dropout = common.check_dropout(dropout)
     augment = common.check_fraction("augment", augment)
-    filters = common.check_int_pair("filters", filters)
-    convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
+    encoder_args = _encoder_args(filters, convs_per_block, dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
-        filters=list(filters),
+        filters=list(encoder_args["filters"]),
     )
 
     run_dir = common.start_run("siamese-mnist", arguments, output_dir, run, overwrite, resume)
@@ -302,8 +309,7 @@ def train_siamese_mnist(
     # === Model ===
     with common.dtype_policy(mixed_precision):
         encoder = models.mnist_encoder(
-            embedding_dim=embedding_dim, input_shape=(28, 28, 1), dropout=dropout,
-            filters=filters, convs_per_block=convs_per_block,
+            embedding_dim=embedding_dim, input_shape=(28, 28, 1), **encoder_args
         )
         model = models.siamese_distance_model(encoder, metric=metric)
     n_pairs = pairs_per_epoch or (3 * len(train[1])) // 2
@@ -443,12 +449,10 @@ def train_triplet_mnist(
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
     augment = common.check_fraction("augment", augment)
-    filters = common.check_int_pair("filters", filters)
-    convs_per_block = common.check_positive_int("convs_per_block", convs_per_block)
-    dropout = common.check_dropout(dropout)
+    encoder_args = _encoder_args(filters, convs_per_block, dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
-        filters=list(filters),
+        filters=list(encoder_args["filters"]),
     )
 
     run_dir = common.start_run("triplet-mnist", arguments, output_dir, run, overwrite, resume)
@@ -476,8 +480,7 @@ def train_triplet_mnist(
     # === Model ===
     with common.dtype_policy(mixed_precision):
         encoder = models.mnist_encoder(
-            embedding_dim=embedding_dim, input_shape=(28, 28, 1), filters=filters,
-            convs_per_block=convs_per_block, dropout=dropout,
+            embedding_dim=embedding_dim, input_shape=(28, 28, 1), **encoder_args
         )
         model = models.embedding_model(encoder, normalize=True)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
