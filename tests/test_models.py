@@ -335,3 +335,72 @@ def test_encoder_must_be_a_single_output_vector_model():
     image_model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs), name="convs")
     with pytest.raises(ValueError, match="Received: encoder='convs'"):
         models.embedding_model(image_model)
+
+
+def test_pooled_embedding_is_the_normalised_pooling_and_shares_weights(tmp_path):
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=16, width=8, blocks=1)
+    pooled = models.pooled_embedding(net)
+    x = _images(4, (32, 32, 1))
+    features = keras.Model(net.input, net.get_layer("avg_pool").output).predict(x, verbose=0)
+    want = features / np.linalg.norm(features, axis=1, keepdims=True)
+    got = pooled.predict(x, verbose=0)
+    assert got.shape == (4, 64)  # 8 * width channels after the grid reduction
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Same weights, not a copy: changing the network changes the pooled embedding.
+    kernel = net.get_layer("stem1_conv").kernel
+    kernel.assign(keras.ops.convert_to_numpy(kernel) * -1.0)
+    assert not np.allclose(pooled.predict(x, verbose=0), got, atol=1e-4)
+    path = tmp_path / "pooled.keras"
+    pooled.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0), pooled.predict(x, verbose=0),
+        rtol=0, atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="Received: layer='pool5'"):
+        models.pooled_embedding(net, layer="pool5")
+    with pytest.raises(ValueError, match=r"rank 2.*\(None, 16, 16, 8\)"):
+        models.pooled_embedding(net, layer="stem1_relu")
+
+
+def _bn_net():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def test_recalibrate_batch_norm_averages_the_batch_statistics():
+    rng = np.random.default_rng(0)
+    net = _bn_net()
+    x = (rng.normal(size=(10, 6, 6, 2)) * 3 + 1).astype("float32")
+    conv = keras.Model(net.input, net.get_layer("conv").output).predict(x, verbose=0)
+    # numpy reference: mean over batches of 4, 4, 2 of each batch's channel
+    # mean and (biased) variance.
+    batches = [conv[0:4], conv[4:8], conv[8:10]]
+    want_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    want_var = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
+    assert models.recalibrate_batch_norm(net, x, batch_size=4) == 1
+    bn = net.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), want_mean, rtol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), want_var, rtol=1e-4)
+    assert bn.momentum == 0.9  # restored
+    # Inference now normalises with those statistics.
+    gamma, beta = (keras.ops.convert_to_numpy(w) for w in (bn.gamma, bn.beta))
+    bn_out = keras.Model(net.input, bn.output).predict(x, verbose=0)
+    np.testing.assert_allclose(
+        bn_out, (conv - want_mean) / np.sqrt(want_var + bn.epsilon) * gamma + beta,
+        rtol=1e-4, atol=1e-4,
+    )
+
+
+def test_recalibrate_batch_norm_nested_none_and_bad_arguments():
+    inner = _bn_net()
+    outer = keras.Sequential([keras.Input((6, 6, 2)), inner])
+    assert models.recalibrate_batch_norm(outer, np.ones((3, 6, 6, 2), "float32")) == 1
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert models.recalibrate_batch_norm(plain, np.ones((3, 4), "float32")) == 0
+    with pytest.raises(ValueError, match="Received: batch_size=0"):
+        models.recalibrate_batch_norm(inner, np.ones((3, 6, 6, 2), "float32"), batch_size=0)
+    with pytest.raises(ValueError, match="Received: 0 images"):
+        models.recalibrate_batch_norm(inner, np.ones((0, 6, 6, 2), "float32"))
