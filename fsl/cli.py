@@ -308,6 +308,9 @@ def _train_facenet(args) -> dict:
         embedding_dim=args.embedding_dim,
         margin=args.margin,
         learning_rate=args.learning_rate,
+        augment=args.augment,
+        embedding=args.embedding,
+        precise_bn=args.precise_bn,
         **_run_kwargs(args),
     )
 
@@ -368,10 +371,19 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
     p.add_argument("--test-identities", type=_positive_int, default=10, help="default 10")
     p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
-    p.add_argument("--p", type=_positive_int, default=10, help="identities per batch")
+    p.add_argument("--p", type=_positive_int, default=None,
+                   help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=_positive_int, default=4, help="faces per identity in a batch")
     p.add_argument("--image-size", type=_positive_int, default=64, help="square side, default 64")
-    p.add_argument("--embedding-dim", type=_positive_int, default=64, help="default 64")
+    p.add_argument("--embedding-dim", type=_positive_int, default=64,
+                   help="width of the projection head the loss trains, default 64")
+    p.add_argument("--augment", type=float, default=1.0,
+                   help="flip/shift/rotation strength in [0, 1], default 1 (0: none)")
+    p.add_argument("--embedding", choices=("pooled", "projection"), default="pooled",
+                   help="saved embedding: pooled features before the projection head "
+                   "(default) or the projection itself")
+    p.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
+                   help="keep the batch-norm statistics of the augmented training batches")
     p.add_argument("--margin", type=_positive_float, default=0.5, help="default 0.5")
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default 1e-3")
     _add_run_options(p)

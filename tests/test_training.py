@@ -386,6 +386,55 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     i, j, same = verification_pairs(y_train, seed=0)
     want, _ = best_threshold(pair_distances(emb[i], emb[j]), same)
     assert metrics["threshold"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+    # Default recipe: embedding.keras is the pooled embedding (8 x width = 256
+    # values, unit norm), model.keras the network the loss trained (64-d).
+    assert metrics["embedding"] == "pooled" and metrics["embedding_size"] == 256
+    assert emb.shape == (300, 256)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    trained = keras.saving.load_model(tmp_path / "f" / "model.keras")
+    assert trained.output_shape == (None, 64)
+
+
+def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
+    from fsl.training import train_facenet
+
+    from fsl.data.faces import identity_split, list_faces
+
+    metrics = train_facenet(
+        orl_dir, fast=True, image_size=32, augment=0, embedding="projection",
+        precise_bn=False, seed=5, split_seed=1, output_dir=tmp_path, run="plain", verbose=0,
+    )
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert config["arguments"]["p"] == 30  # all 30 training people per batch
+    # split_seed, not seed, picks the held-out people (and the evaluation pairs).
+    _, test = identity_split(list_faces(orl_dir, min_images=2), 10, 1)
+    assert config["test_identities"] == list(test.class_names)
+    assert evaluate_run(tmp_path / "plain")["verification_accuracy"] == pytest.approx(
+        metrics["verification_accuracy"], abs=1e-6)
+    assert metrics["embedding"] == "projection" and metrics["embedding_size"] == 64
+    model = keras.saving.load_model(tmp_path / "plain" / "model.keras")
+    embedder = keras.saving.load_model(tmp_path / "plain" / "embedding.keras")
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(embedder.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"augment": 1.5}, "augment.*1.5"),
+        ({"embedding": "avg"}, "embedding.*'avg'"),
+        ({"precise_bn": "yes"}, "precise_bn.*'yes'"),
+        ({"p": 0}, "p.*0"),
+        ({"split_seed": -1}, "split_seed=-1"),
+    ],
+)
+def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):
+    from fsl.training import train_facenet
+
+    with pytest.raises(ValueError, match=match):
+        train_facenet(tmp_path, output_dir=tmp_path / "runs", verbose=0, **kwargs)
+    assert not (tmp_path / "runs").exists()  # nothing written for a bad argument
 
 
 def test_verification_pairs_against_loops():

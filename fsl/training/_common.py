@@ -25,9 +25,9 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_seed(seed: Any) -> int:
+def check_seed(seed: Any, name: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0. Received: seed={seed!r}")
+        raise ValueError(f"{name} must be an int >= 0. Received: {name}={seed!r}")
     return int(seed)
 
 
@@ -70,6 +70,57 @@ def check_fraction(name: str, value: Any) -> float:
     if value > 1:
         raise ValueError(f"{name} must be in [0, 1]. Received: {name}={value!r}")
     return value
+
+
+def augment_batches(
+    dataset,
+    seed: int,
+    rotation: float = 0.0,
+    translation: float = 0.0,
+    zoom: float = 0.0,
+    flip: bool = False,
+    fill_mode: str = "constant",
+):
+    """Random geometric augmentation of each image, in the ``tf.data`` pipeline.
+
+    Works on batches ``(x, y)`` and on pair batches ``((x1, x2), y)`` (each
+    image transformed on its own), with Keras preprocessing layers.
+
+    Args:
+        dataset: batched ``tf.data.Dataset`` of images ``[B, H, W, C]``.
+        seed: seed of the random transforms.
+        rotation: largest rotation, in turns (0.04 = 14 degrees); 0: none.
+        translation: largest shift, as a fraction of height and width.
+        zoom: largest zoom in or out, as a fraction of the size.
+        flip: also flip left-right at random (faces; not digits).
+        fill_mode: how pixels from outside the image are filled
+            (``"constant"`` 0, or ``"nearest"``, ``"reflect"``...).
+
+    Returns:
+        The dataset with augmented images, prefetched.
+    """
+    import tensorflow as tf
+
+    steps = []
+    if flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed + 3))
+    if rotation > 0:
+        steps.append(keras.layers.RandomRotation(rotation, fill_mode=fill_mode, seed=seed))
+    if translation > 0:
+        steps.append(keras.layers.RandomTranslation(
+            translation, translation, fill_mode=fill_mode, seed=seed + 1))
+    if zoom > 0:
+        steps.append(keras.layers.RandomZoom(zoom, fill_mode=fill_mode, seed=seed + 2))
+    if not steps:
+        return dataset
+    augmenter = keras.Sequential(steps, name="augment")
+
+    def augment(x, y):
+        if isinstance(x, (tuple, list)):
+            return tuple(augmenter(xi, training=True) for xi in x), y
+        return augmenter(x, training=True), y
+
+    return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 #: ``mixed_precision`` values of the trainers: Keras dtype policies.

@@ -18,7 +18,15 @@ from fsl.training._runs import RunDir
 logger = logging.getLogger(__name__)
 
 FAST_EPOCHS = 1
+DEFAULT_EPOCHS = 80
+#: identities per P x K batch by default (fewer if fewer people train).
+DEFAULT_P = 30
 STANDARDIZE = ("fixed", "prewhiten", "unit")
+EMBEDDINGS = ("pooled", "projection")
+
+# Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
+# up to 5% of the side, left-right flip; borders repeat the nearest pixel.
+_ROTATION, _TRANSLATION = 0.03, 0.05
 
 
 def verification_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,14 +145,18 @@ def train_facenet(
     epochs: Optional[int] = None,
     test_identities: int | float = 10,
     loss: str = "semihard",
-    p: int = 10,
+    p: Optional[int] = None,
     k: int = 4,
     image_size: int = 64,
     embedding_dim: int = 64,
     margin: float = 0.5,
     learning_rate: float = 1e-3,
     standardize: str = "fixed",
+    augment: float = 1.0,
+    embedding: str = "pooled",
+    precise_bn: bool = True,
     seed: int = 0,
+    split_seed: Optional[int] = None,
     output_dir=None,
     run: Optional[str] = None,
     overwrite: bool = False,
@@ -166,6 +178,20 @@ def train_facenet(
     decoded once into memory (small face sets; the in-memory array is the
     cache).
 
+    The default recipe, each part measured on ORL (30 people to train, 10
+    unseen; 10-fold verification on the hardest split, seed 0, went from
+    0.84 to 0.93): batches of all 30 training people (``p=30``, more
+    negatives for the semi-hard mining), random flips, shifts and small
+    rotations (``augment``), 80 epochs, batch-norm statistics recomputed on
+    the clean training faces after training
+    (``fsl.models.recalibrate_batch_norm``; without it the statistics of
+    augmented batches hurt), and the embedding taken before the projection
+    head (``fsl.models.pooled_embedding``): the triplet loss trains the
+    ``embedding_dim``-wide projection, the saved ``embedding.keras`` outputs
+    the L2-normalised pooled features (``8 * width`` = 256 values). Pass
+    ``p=10, augment=0, epochs=40, embedding="projection",
+    precise_bn=False`` for the plain recipe.
+
     Metrics on the test identities: 10-fold verification accuracy on all
     same-identity pairs plus as many different-identity pairs, leave-one-out
     precision@1, and NMI/ARI/purity of k-means with one cluster per person.
@@ -175,11 +201,12 @@ def train_facenet(
 
     Args:
         data_dir: face folder with one sub-folder per identity.
-        epochs: passes over the training faces (default 40; with ``fast``,
+        epochs: passes over the training faces (default 80; with ``fast``,
             1 epoch of 2 batches).
         test_identities: people held out for testing (int, or a fraction).
         loss: ``"semihard"``, ``"hard"`` or ``"batch-all"``.
-        p: identities per batch (at most the number of training identities).
+        p: identities per batch (at most the number of training
+            identities); default: all training identities, at most 30.
         k: faces per identity per batch.
         image_size: side of the square, grey input.
         embedding_dim: embedding size.
@@ -187,6 +214,20 @@ def train_facenet(
         learning_rate: initial Adam learning rate (cosine decay to 0).
         standardize: pixel standardisation (``"fixed"``, ``"prewhiten"``,
             ``"unit"``; see ``fsl.data.faces.standardize_image``).
+        augment: augmentation strength in ``[0, 1]`` (0: none): random
+            left-right flip, rotation up to ``11 * augment`` degrees and
+            shift up to ``5% * augment`` of the side, in the tf.data
+            pipeline.
+        embedding: what ``embedding.keras`` outputs and the metrics use:
+            ``"pooled"`` (L2-normalised global pooling, before the
+            projection head) or ``"projection"`` (the output the loss
+            trains).
+        precise_bn: recompute the batch-norm statistics on the clean
+            training faces after training.
+        split_seed: seed of the identity split and of the evaluation
+            (pairs, folds, k-means); default ``seed``. Fix it and vary
+            ``seed`` to repeat a run on the same people with other initial
+            weights and batches.
         seed, output_dir, run, overwrite, resume, fast, jit_compile,
         mixed_precision, verbose, callbacks: as
         ``fsl.training.train_siamese_mnist``.
@@ -209,25 +250,33 @@ def train_facenet(
         arguments.pop(name)
     if fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
-    epochs = common.check_positive_int("epochs", 40 if epochs is None else epochs)
+    epochs = common.check_positive_int("epochs", DEFAULT_EPOCHS if epochs is None else epochs)
     loss = common.check_choice("loss", loss, ("semihard", "hard", "batch-all"))
-    p = common.check_positive_int("p", p)
+    if p is not None:
+        p = common.check_positive_int("p", p)
     k = common.check_positive_int("k", k)
     image_size = common.check_positive_int("image_size", image_size)
     embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
     margin = common.check_positive_float("margin", margin)
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     standardize = common.check_choice("standardize", standardize, STANDARDIZE)
+    augment = common.check_fraction("augment", augment)
+    embedding = common.check_choice("embedding", embedding, EMBEDDINGS)
+    if not isinstance(precise_bn, bool):
+        raise ValueError(f"precise_bn must be True or False. Received: precise_bn={precise_bn!r}")
     seed = common.check_seed(seed)
+    split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
     folder = list_faces(data_dir, min_images=2)
-    train_faces, test_faces = identity_split(folder, test_identities, seed)
+    train_faces, test_faces = identity_split(folder, test_identities, split_seed)
+    if p is None:
+        p = min(DEFAULT_P, train_faces.num_classes)
     if p > train_faces.num_classes:
         raise ValueError(
             f"p must be at most the {train_faces.num_classes} training identities. Received: p={p}"
         )
-    arguments.update(epochs=epochs, data_dir=str(data_dir))
+    arguments.update(epochs=epochs, p=p, split_seed=split_seed, data_dir=str(data_dir))
 
     run_dir = common.start_run("facenet", arguments, output_dir, run, overwrite, resume)
     common.set_seed(seed)
@@ -250,6 +299,11 @@ def train_facenet(
     # === Model ===
     dataset = pk_dataset(x_train, y_train, p=p, k=k, seed=seed)
     steps = max(int(dataset.cardinality().numpy()), 1)
+    if augment > 0:
+        dataset = common.augment_batches(
+            dataset, seed, rotation=_ROTATION * augment, translation=_TRANSLATION * augment,
+            flip=True, fill_mode="nearest",
+        )
     with common.dtype_policy(mixed_precision):
         model = models.facenet_model(
             input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim
@@ -267,12 +321,17 @@ def train_facenet(
     history, seconds = common.fit(
         model, dataset, epochs, run_dir, callbacks, verbose, **fit_kwargs
     )
+    if precise_bn:
+        models.recalibrate_batch_norm(model, x_train, batch_size=p * k)
+    embedder = models.pooled_embedding(model) if embedding == "pooled" else model
     model.save(run_dir.model_path)
-    model.save(run_dir.embedding_path)
+    embedder.save(run_dir.embedding_path)
 
     # === Evaluation ===
-    metrics = evaluate_faces(model, x_test, y_test, seed=seed,
+    metrics = evaluate_faces(embedder, x_test, y_test, seed=split_seed,
                              train_images=x_train, train_labels=y_train)
+    metrics["embedding"] = embedding
+    metrics["embedding_size"] = int(embedder.output_shape[-1])
     metrics["run_dir"] = str(run_dir.path)
     metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
     common.echo(
@@ -291,11 +350,10 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     arguments = config["arguments"]
     prep = config["preprocessing"]
     folder = list_faces(arguments["data_dir"], min_images=2)
-    train_faces, test_faces = identity_split(
-        folder, arguments["test_identities"], arguments["seed"]
-    )
+    split_seed = arguments.get("split_seed", arguments["seed"])
+    train_faces, test_faces = identity_split(folder, arguments["test_identities"], split_seed)
     x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
     model = keras.saving.load_model(run_dir.embedding_path)
-    return evaluate_faces(model, x_test, y_test, seed=arguments["seed"],
+    return evaluate_faces(model, x_test, y_test, seed=split_seed,
                           train_images=x_train, train_labels=y_train)

@@ -63,25 +63,10 @@ def _augment(dataset, strength: float, seed: int):
     pipeline, on batches of pairs ``((x1, x2), same)`` (each image
     transformed on its own) or of ``(x, labels)``.
     """
-    import tensorflow as tf
-
-    augmenter = keras.Sequential(
-        [
-            keras.layers.RandomRotation(0.04 * strength, fill_mode="constant", seed=seed),
-            keras.layers.RandomTranslation(
-                0.08 * strength, 0.08 * strength, fill_mode="constant", seed=seed + 1
-            ),
-            keras.layers.RandomZoom(0.1 * strength, fill_mode="constant", seed=seed + 2),
-        ],
-        name="augment",
+    return common.augment_batches(
+        dataset, seed, rotation=0.04 * strength, translation=0.08 * strength,
+        zoom=0.1 * strength, fill_mode="constant",
     )
-
-    def augment(x, y):
-        if isinstance(x, (tuple, list)):
-            return tuple(augmenter(xi, training=True) for xi in x), y
-        return augmenter(x, training=True), y
-
-    return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # === Evaluation ===
