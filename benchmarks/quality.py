@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/quality.py mnist
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
+    python benchmarks/quality.py orl --repeats 2 --facenet-recipe plain
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
     python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
@@ -134,16 +135,28 @@ def bench_orl(args, out: pathlib.Path) -> dict:
                 return self.predict(images)
 
         baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed)
-        facenet, seconds = _timed(
-            train_facenet, data_dir=data, seed=seed, output_dir=out, run=f"facenet-{seed}",
-            mixed_precision=args.mixed_precision,
-            verbose=0,
-        )
         keys = ("verification_accuracy", "verification_std", "precision_at_1", "nmi", "ari", "purity")
+        runs = []
+        for repeat in range(args.repeats):
+            # Same people, other initial weights and batches: seed = split + 100 * repeat.
+            name = f"facenet-{seed}" + (f"-{repeat}" if repeat else "")
+            facenet, seconds = _timed(
+                train_facenet, data_dir=data, seed=seed + 100 * repeat, split_seed=seed,
+                output_dir=out, run=name, mixed_precision=args.mixed_precision, verbose=0,
+                **FACENET_RECIPES[args.facenet_recipe],
+            )
+            runs.append({"seed": seed + 100 * repeat, **{k: facenet[k] for k in keys},
+                         "seconds": seconds})
+        recipe = _config(out / f"facenet-{seed}").get("arguments", {})
         splits.append({
             "split_seed": seed,
             "test_people": test.class_names,
-            "facenet": {**{k: facenet[k] for k in keys}, "seconds": seconds},
+            "recipe": {k: recipe.get(k) for k in (
+                "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
+                "augment", "embedding", "precise_bn", "standardize")},
+            "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys},
+                        "seconds": max(r["seconds"] for r in runs)},
+            "facenet_runs": runs,
             "eigenfaces": {k: baseline[k] for k in keys},
         })
 
@@ -186,6 +199,14 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 
 BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
+#: ``--facenet-recipe``: the trainer's defaults, or the plain recipe (the
+#: defaults before augmentation, p=30, precise BN and the pooled embedding).
+FACENET_RECIPES = {
+    "default": {},
+    "plain": {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection",
+              "precise_bn": False},
+}
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -195,6 +216,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="ORL folder (default $FSL_DATA_DIR/orl_faces)")
     parser.add_argument("--splits", default="0,1,2,3", help="identity-split seeds for ORL")
     parser.add_argument("--eigen-components", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="FaceNet runs per ORL split (other seeds, same people); default 1")
+    parser.add_argument("--facenet-recipe", choices=("default", "plain"), default="default",
+                        help="train_facenet's defaults, or the plain recipe for comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", default=None,
                         choices=("float32", "mixed_float16", "mixed_bfloat16"),
