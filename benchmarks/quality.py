@@ -199,16 +199,17 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 
 BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
-#: ``--facenet-recipe``: the trainer's defaults, or the plain recipe (the
-#: defaults before augmentation, p=30, precise BN and the pooled embedding).
+#: The trainer's defaults before augmentation, p=30, precise BN and the
+#: pooled embedding.
+_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "precise_bn": False}
+
+#: ``--facenet-recipe``: the trainer's defaults; the plain recipe; the plain
+#: recipe with the pooled features as the embedding (what the projection head
+#: alone costs on new people).
 FACENET_RECIPES = {
     "default": {},
-    "plain": {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection",
-              "precise_bn": False},
-    # The plain recipe, but the pooled features as the embedding: what the
-    # projection head alone costs on new people.
-    "plain-pooled": {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "pooled",
-                     "precise_bn": False},
+    "plain": _PLAIN,
+    "plain-pooled": {**_PLAIN, "embedding": "pooled"},
 }
 
 
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1,
                         help="FaceNet runs per ORL split (other seeds, same people); default 1")
     parser.add_argument("--facenet-recipe", choices=sorted(FACENET_RECIPES), default="default",
-                        help="train_facenet's defaults, or the plain recipe for comparison")
+                        help="train_facenet's defaults (default), or a plain recipe for comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", default=None,
                         choices=("float32", "mixed_float16", "mixed_bfloat16"),

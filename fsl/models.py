@@ -759,9 +759,9 @@ def pooled_embedding(
     2 seeds, the same 40-epoch recipe: 10-fold verification 0.908 against
     0.894, precision@1 0.996 against 0.966, k-means NMI 0.943 against 0.872;
     ``benchmarks/quality.py orl --repeats 2 --facenet-recipe plain-pooled``
-    and ``plain``). The same was seen for contrastive representations: Chen, Kornblith, Norouzi
-    and Hinton, "A Simple Framework for Contrastive Learning of Visual
-    Representations" (SimCLR), ICML 2020, section 4.2.
+    and ``plain``). The same was seen for contrastive representations:
+    Chen, Kornblith, Norouzi and Hinton, "A Simple Framework for Contrastive
+    Learning of Visual Representations" (SimCLR), ICML 2020, section 4.2.
 
     The returned model shares its weights with ``model`` (no copy): train
     ``model``, then save or use this one.
