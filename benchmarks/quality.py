@@ -213,6 +213,12 @@ FACENET_RECIPES = {
 }
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("task", choices=[*BENCHES, "all"])
@@ -221,7 +227,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="ORL folder (default $FSL_DATA_DIR/orl_faces)")
     parser.add_argument("--splits", default="0,1,2,3", help="identity-split seeds for ORL")
     parser.add_argument("--eigen-components", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=_positive_int, default=1,
                         help="FaceNet runs per ORL split (other seeds, same people); default 1")
     parser.add_argument("--facenet-recipe", choices=sorted(FACENET_RECIPES), default="default",
                         help="train_facenet's defaults (default), or a plain recipe for comparison")
