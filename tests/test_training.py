@@ -396,9 +396,8 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
 
 
 def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
-    from fsl.training import train_facenet
-
     from fsl.data.faces import identity_split, list_faces
+    from fsl.training import train_facenet
 
     metrics = train_facenet(
         orl_dir, fast=True, image_size=32, augment=0, embedding="projection",
