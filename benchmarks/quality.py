@@ -153,7 +153,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             "test_people": test.class_names,
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
-                "augment", "embedding", "precise_bn", "standardize")},
+                "augment", "embedding", "pooling", "precise_bn", "standardize")},
             "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
@@ -199,15 +199,18 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 
 BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
-#: The trainer's defaults before augmentation, p=30, precise BN and the
-#: pooled embedding.
-_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "precise_bn": False}
+#: The trainer's defaults before augmentation, p=30, precise BN, the pooled
+#: embedding and the depthwise (GDC) pooling.
+_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection",
+          "precise_bn": False, "pooling": "avg"}
 
-#: ``--facenet-recipe``: the trainer's defaults; the plain recipe; the plain
-#: recipe with the pooled features as the embedding (what the projection head
-#: alone costs on new people).
+#: ``--facenet-recipe``: the trainer's defaults; the defaults with global
+#: average pooling (what the depthwise pooling adds); the plain recipe; the
+#: plain recipe with the pooled features as the embedding (what the
+#: projection head alone costs on new people).
 FACENET_RECIPES = {
     "default": {},
+    "avg-pool": {"pooling": "avg"},
     "plain": _PLAIN,
     "plain-pooled": {**_PLAIN, "embedding": "pooled"},
 }

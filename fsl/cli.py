@@ -310,6 +310,7 @@ def _train_facenet(args) -> dict:
         learning_rate=args.learning_rate,
         augment=args.augment,
         embedding=args.embedding,
+        pooling=args.pooling,
         precise_bn=args.precise_bn,
         **_run_kwargs(args),
     )
@@ -382,6 +383,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", choices=("pooled", "projection"), default="pooled",
                    help="saved embedding: pooled features before the projection head "
                    "(default) or the projection itself")
+    p.add_argument("--pooling", choices=("gdc", "avg"), default="gdc",
+                   help="global pooling: learned depthwise filter over the last grid "
+                   "(default) or global average")
     p.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
                    help="keep the batch-norm statistics of the augmented training batches")
     p.add_argument("--margin", type=_positive_float, default=0.5, help="default 0.5")

@@ -316,6 +316,7 @@ def test_docstring_examples():
         (lambda: models.facenet_model(width=0), "Received: width=0"),
         (lambda: models.facenet_model(input_shape=(16, 16, 1)), r"Received: input_shape=\(16, 16, 1\)"),
         (lambda: models.facenet_model(preprocessing="zscore"), "Received: preprocessing='zscore'"),
+        (lambda: models.facenet_model(pooling="max"), "Received: pooling='max'"),
         (
             lambda: models.siamese_distance_model(models.mnist_encoder(4, SMALL), "manhattan"),
             "Received: metric='manhattan'",
@@ -360,6 +361,51 @@ def test_pooled_embedding_is_the_normalised_pooling_and_shares_weights(tmp_path)
         models.pooled_embedding(net, layer="pool5")
     with pytest.raises(ValueError, match=r"rank 2.*\(None, 16, 16, 8\)"):
         models.pooled_embedding(net, layer="stem1_relu")
+
+
+def test_facenet_gdc_pooling_against_numpy(tmp_path):
+    """pooling="gdc": one learned filter per channel over the final grid, then BN."""
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=16, width=8, blocks=1,
+                               pooling="gdc")
+    names = [item.name for item in net.layers]
+    assert "gdc_pool" in names and "avg_pool" not in names
+    gdc, bn = net.get_layer("gdc"), net.get_layer("gdc_bn")
+    assert gdc.kernel_size == (2, 2)  # 32 / 16: the whole final grid
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=tuple(gdc.kernel.shape)).astype("float32")  # [2, 2, 64, 1]
+    gdc.kernel.assign(kernel)
+    gamma, beta, mean = (rng.normal(size=64).astype("float32") for _ in range(3))
+    var = rng.uniform(0.5, 2.0, size=64).astype("float32")
+    bn.set_weights([gamma, beta, mean, var])
+    x = _images(4, (32, 32, 1))
+    grid = _predict(keras.Model(net.input, net.get_layer("block_b1_out").output), x)
+    assert grid.shape == (4, 2, 2, 64)
+    # Each cell weighted by its own (learned) weight: not an average.
+    z = np.einsum("bhwc,hwc->bc", grid, kernel[..., 0])
+    want = gamma * (z - mean) / np.sqrt(var + bn.epsilon) + beta
+    got = _predict(keras.Model(net.input, net.get_layer("gdc_pool").output), x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # pooled_embedding finds the GDC layer by itself; its output is that, unit-norm.
+    pooled = models.pooled_embedding(net)
+    assert pooled.output_shape == (None, 64)
+    np.testing.assert_allclose(
+        _predict(pooled, x), want / np.linalg.norm(want, axis=1, keepdims=True),
+        rtol=1e-4, atol=1e-5,
+    )
+    path = tmp_path / "gdc.keras"
+    net.save(path)
+    np.testing.assert_allclose(_predict(keras.saving.load_model(path), x), _predict(net, x),
+                               rtol=0, atol=1e-6)
+
+
+def test_pooled_embedding_needs_a_layer_without_a_pooling_layer():
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(3, name="head")(inputs), name="plain")
+    with pytest.raises(ValueError, match="pass layer=.*none of them"):
+        models.pooled_embedding(plain)
+    assert models.pooled_embedding(plain, layer="head").output_shape == (None, 3)
+    with pytest.raises(ValueError, match="Received: layer=3"):
+        models.pooled_embedding(plain, layer=3)
 
 
 def _bn_net():

@@ -393,6 +393,13 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     trained = keras.saving.load_model(tmp_path / "f" / "model.keras")
     assert trained.output_shape == (None, 64)
+    # Default pooling: the depthwise filter over the final grid (GDC), and the
+    # saved embedding is its normalised output.
+    assert config["arguments"]["pooling"] == "gdc"
+    gdc = keras.Model(trained.input, trained.get_layer("gdc_pool").output).predict(
+        x_train[:5], verbose=0)
+    np.testing.assert_allclose(emb[:5], gdc / np.linalg.norm(gdc, axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
@@ -400,7 +407,7 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
     from fsl.training import train_facenet
 
     metrics = train_facenet(
-        orl_dir, fast=True, image_size=32, augment=0, embedding="projection",
+        orl_dir, fast=True, image_size=32, augment=0, embedding="projection", pooling="avg",
         precise_bn=False, seed=5, split_seed=1, output_dir=tmp_path, run="plain", verbose=0,
     )
     config = json.loads((tmp_path / "plain" / "config.json").read_text())
@@ -413,6 +420,8 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
     assert metrics["embedding"] == "projection" and metrics["embedding_size"] == 64
     model = keras.saving.load_model(tmp_path / "plain" / "model.keras")
     embedder = keras.saving.load_model(tmp_path / "plain" / "embedding.keras")
+    names = [item.name for item in model.layers]
+    assert "avg_pool" in names and "gdc" not in names
     x = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(embedder.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=0, atol=1e-6)
@@ -424,6 +433,7 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
         ({"augment": 1.5}, "augment.*1.5"),
         ({"embedding": "avg"}, "embedding.*'avg'"),
         ({"precise_bn": "yes"}, "precise_bn.*'yes'"),
+        ({"pooling": "max"}, "pooling.*'max'"),
         ({"p": 0}, "p.*0"),
         ({"split_seed": -1}, "split_seed=-1"),
     ],

@@ -23,6 +23,7 @@ DEFAULT_EPOCHS = 80
 DEFAULT_P = 30
 STANDARDIZE = ("fixed", "prewhiten", "unit")
 EMBEDDINGS = ("pooled", "projection")
+POOLINGS = ("gdc", "avg")
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
 # up to 5% of the side, left-right flip; borders repeat the nearest pixel.
@@ -154,6 +155,7 @@ def train_facenet(
     standardize: str = "fixed",
     augment: float = 1.0,
     embedding: str = "pooled",
+    pooling: str = "gdc",
     precise_bn: bool = True,
     seed: int = 0,
     split_seed: Optional[int] = None,
@@ -225,6 +227,9 @@ def train_facenet(
             ``"pooled"`` (L2-normalised global pooling, before the
             projection head) or ``"projection"`` (the output the loss
             trains).
+        pooling: ``fsl.models.facenet_model``'s global pooling: ``"gdc"``
+            (a learned depthwise filter over the final grid, MobileFaceNets)
+            or ``"avg"`` (global average pooling).
         precise_bn: recompute the batch-norm statistics on the clean
             training faces after training.
         split_seed: seed of the identity split and of the evaluation
@@ -265,6 +270,7 @@ def train_facenet(
     standardize = common.check_choice("standardize", standardize, STANDARDIZE)
     augment = common.check_fraction("augment", augment)
     embedding = common.check_choice("embedding", embedding, EMBEDDINGS)
+    pooling = common.check_choice("pooling", pooling, POOLINGS)
     if not isinstance(precise_bn, bool):
         raise ValueError(f"precise_bn must be True or False. Received: precise_bn={precise_bn!r}")
     seed = common.check_seed(seed)
@@ -309,7 +315,8 @@ def train_facenet(
         )
     with common.dtype_policy(mixed_precision):
         model = models.facenet_model(
-            input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim
+            input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim,
+            pooling=pooling,
         )
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
