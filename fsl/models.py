@@ -11,7 +11,8 @@
 * ``mtfl_model`` + ``mtfl_losses``: the multitask facial-landmark network
   (MTFL: five landmarks, gender, smile, glasses, head pose).
 * ``facenet_model``: a compact Inception-ResNet-style FaceNet embedding
-  network for small face sets, trainable on a CPU.
+  network for small face sets, trainable on a CPU, with global average or
+  global depthwise (MobileFaceNets) pooling.
 * ``pooled_embedding``: the embedding of a trained network taken before its
   projection head (better on unseen identities).
 * ``recalibrate_batch_norm``: batch-norm statistics recomputed on clean
