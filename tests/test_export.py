@@ -91,9 +91,11 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     # An encoder WITHOUT L2Normalize: the export must normalise.
     encoder = models.mnist_encoder(embedding_dim=8, input_shape=ENC_HWC, pooling="avg")
-    # FaceNet with its own Standardize layer: exported with preprocessing=None.
+    # FaceNet with its own Standardize layer: exported with preprocessing=None;
+    # with the depthwise (GDC) pooling that train_facenet uses by default.
     facenet = models.facenet_model(
-        input_shape=FACENET_HWC, embedding_dim=8, width=4, blocks=1, preprocessing="prewhiten"
+        input_shape=FACENET_HWC, embedding_dim=8, width=4, blocks=1, preprocessing="prewhiten",
+        pooling="gdc",
     )
     mtfl = models.mtfl_model(input_shape=MTFL_HWC, bottleneck=8)
 
