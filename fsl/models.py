@@ -681,18 +681,18 @@ def facenet_model(
     ``blocks`` Inception-ResNet-B blocks (factorised 1x5 / 5x1 branch,
     residual scale 0.1), global pooling (``pooling``), dropout,
     ``Dense(embedding_dim)`` and ``L2Normalize``: unit-norm embeddings for a
-    triplet loss.
+    triplet loss. With the defaults (96x96x1, ``width=32``) it has about
+    0.5 M parameters and costs about 0.15 GFLOP per image, so a few epochs on
+    300 faces take minutes on two CPU cores.
 
     ``pooling="gdc"`` replaces the global average pooling by a global
     depthwise convolution (MobileFaceNets): one learned ``h x w`` filter
     per channel over the final ``h x w`` grid, then batch normalisation. A
     face crop is roughly aligned, so the eyes or the mouth fall on the same
     cells of the grid in every image; the average weighs all cells alike,
-    the depthwise filter learns which cells matter per channel (on ORL, 30
-    people to train and 10 unseen, with ``fsl.training.train_facenet``'s
-    default recipe: see its docstring). With the defaults (96x96x1, ``width=32``) it has about
-    0.5 M parameters and costs about 0.15 GFLOP per image, so a few epochs on
-    300 faces take minutes on two CPU cores.
+    the depthwise filter learns which cells matter, per channel. It is
+    ``fsl.training.train_facenet``'s default (its docstring has the ORL
+    numbers, against average pooling).
 
     References: Schroff, Kalenichenko and Philbin, "FaceNet: A Unified
     Embedding for Face Recognition and Clustering", CVPR 2015; Szegedy,

@@ -182,8 +182,8 @@ def train_facenet(
 
     The default recipe, each part tried on ORL (30 people to train, 10
     unseen; over 4 identity splits x 2 seeds, ``benchmarks/quality.py orl
-    --repeats 2``, 10-fold verification 0.894 -> 0.925, precision@1
-    0.966 -> 0.998, NMI 0.872 -> 0.969 against the plain recipe): batches
+    --repeats 2``, 10-fold verification 0.894 -> 0.935, precision@1
+    0.966 -> 0.999, NMI 0.872 -> 0.969 against the plain recipe): batches
     of all 30 training people (``p=30``, more negatives for the semi-hard
     mining), random flips, shifts and small rotations (``augment``), 80
     epochs, the final grid pooled by a learned depthwise filter
