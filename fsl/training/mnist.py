@@ -28,6 +28,9 @@ EVAL_SEED_TEST = 12
 #: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
 FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
 TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
+#: ``train_siamese_mnist``'s default epochs: with 20, seeds 0 and 1 gave
+#: 97.8% and 98.15% pair accuracy, with 30 98.4% and 98.3% (bundled digits).
+SIAMESE_EPOCHS = 30
 MNIST_PREPROCESSING = {"image_size": [28, 28], "channels": 1, "standardize": "unit"}
 
 
@@ -208,7 +211,7 @@ def train_siamese_mnist(
     Learning an Invariant Mapping", CVPR 2006.
 
     Args:
-        epochs: passes over ``pairs_per_epoch`` pairs (default 20; 1 with
+        epochs: passes over ``pairs_per_epoch`` pairs (default 30; 1 with
             ``fast``).
         batch_size: pairs per batch.
         embedding_dim: size of the embedding.
@@ -268,7 +271,7 @@ def train_siamese_mnist(
     arguments = dict(locals())
     for name in ("callbacks", "distances", "losses", "models", "pair_dataset"):
         arguments.pop(name)
-    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 20)
+    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, SIAMESE_EPOCHS)
     batch_size = common.check_positive_int("batch_size", batch_size)
     embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
     margin = common.check_positive_float("margin", margin)
