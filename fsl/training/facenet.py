@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import keras
 import numpy as np
 
+from fsl.models import POOLING_LAYERS
 from fsl.training import _common as common
 from fsl.training._runs import RunDir
 
@@ -23,7 +24,8 @@ DEFAULT_EPOCHS = 80
 DEFAULT_P = 30
 STANDARDIZE = ("fixed", "prewhiten", "unit")
 EMBEDDINGS = ("pooled", "projection")
-POOLINGS = ("gdc", "avg")
+#: ``pooling`` choices: ``fsl.models.facenet_model``'s.
+POOLINGS = tuple(POOLING_LAYERS)
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
 # up to 5% of the side, left-right flip; borders repeat the nearest pixel.
