@@ -81,6 +81,108 @@ def test_pair_distances_bad_input():
         V.pair_distances(np.zeros(3), np.zeros(3))
 
 
+# === s_norm_distances ===
+
+
+def _loop_s_norm(a, b, cohort, metric, top_k=None):
+    out = []
+    for x, y in zip(a, b):
+        d = V.pair_distances(x[None], y[None], metric)[0]
+        z = []
+        for side in (x, y):
+            to_cohort = sorted(V.pair_distances(np.repeat(side[None], len(cohort), 0), cohort, metric))
+            if top_k is not None:
+                to_cohort = to_cohort[:top_k]
+            mean = sum(to_cohort) / len(to_cohort)
+            std = (sum((t - mean) ** 2 for t in to_cohort) / len(to_cohort)) ** 0.5
+            z.append((d - mean) / std)
+        out.append((z[0] + z[1]) / 2)
+    return np.asarray(out)
+
+
+def test_s_norm_hand_derived():
+    # a = (0, 0) lies 1, 1, 2 from the cohort: mean 4/3, std sqrt(2/9) / ... =
+    # sqrt(6/27). b = (1, 0) lies sqrt 2, sqrt 2, 1 from it. d(a, b) = 1.
+    cohort = [[0.0, 1.0], [0.0, -1.0], [2.0, 0.0]]
+    mean_a, std_a = 4 / 3, np.sqrt(6 / 27)
+    to_b = np.array([np.sqrt(2), np.sqrt(2), 1.0])
+    mean_b, std_b = to_b.mean(), np.sqrt(np.mean((to_b - to_b.mean()) ** 2))
+    want = ((1 - mean_a) / std_a + (1 - mean_b) / std_b) / 2
+    got = V.s_norm_distances([[0.0, 0.0]], [[1.0, 0.0]], cohort)
+    assert got[0] == pytest.approx(want, rel=1e-12)
+    # Symmetric in the two sides of a pair.
+    back = V.s_norm_distances([[1.0, 0.0]], [[0.0, 0.0]], cohort)
+    assert back[0] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+@pytest.mark.parametrize("top_k", [None, 2, 5])
+def test_s_norm_matches_loop(metric, top_k, monkeypatch):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 7, 4))
+    cohort = rng.normal(size=(9, 4))
+    # Chunks of 3 rows: the chunked statistics must equal the unchunked ones.
+    monkeypatch.setattr(V, "_COHORT_CHUNK", 3)
+    got = V.s_norm_distances(a, b, cohort, metric, top_k=top_k)
+    np.testing.assert_allclose(got, _loop_s_norm(a, b, cohort, metric, top_k), rtol=1e-9)
+
+
+def test_s_norm_fixes_a_per_region_scale():
+    # Two kinds of people: "tight" ones (identities 1 apart at most, each
+    # face within ~0.05 of its identity) and "loose" ones (identities ~4
+    # apart, faces within ~0.4). No single raw threshold fits both; S-norm
+    # against a cohort of OTHER people of both kinds puts them on one scale.
+    rng = np.random.default_rng(0)
+
+    def centres(n, radius):
+        v = rng.normal(size=(n, 8))
+        return radius * v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def pairs(c, noise, n=400):
+        i = rng.integers(0, len(c), size=n)
+        j = np.where(rng.random(n) < 0.5, i, rng.integers(0, len(c), size=n))
+        face = lambda k: c[k] + noise * rng.normal(size=(n, 8))
+        return face(i), face(j), (i == j).astype(int)
+
+    tight, loose = pairs(centres(50, 1.0), 0.05), pairs(centres(50, 4.0), 0.4)
+    a, b, same = (np.concatenate(parts) for parts in zip(tight, loose))
+    cohort = np.concatenate([
+        centres(50, 1.0) + 0.05 * rng.normal(size=(50, 8)),
+        centres(50, 4.0) + 0.4 * rng.normal(size=(50, 8)),
+    ])
+    raw = V.best_threshold(V.pair_distances(a, b), same)[1]
+    normed = V.best_threshold(V.s_norm_distances(a, b, cohort), same)[1]
+    assert raw < 0.85 and normed > 0.98, (raw, normed)
+
+
+def test_s_norm_scale_invariant_and_finite():
+    rng = np.random.default_rng(2)
+    a, b, cohort = rng.normal(size=(3, 5, 3))
+    one = V.s_norm_distances(a, b, cohort)
+    np.testing.assert_allclose(V.s_norm_distances(3 * a, 3 * b, 3 * cohort), one, rtol=1e-9)
+    # An embedding equidistant from every cohort row: no spread, still finite.
+    got = V.s_norm_distances([[0.0, 0.0]], [[0.5, 0.0]], [[1.0, 0.0], [-1.0, 0.0]])
+    assert np.all(np.isfinite(got))
+
+
+def test_s_norm_bad_input():
+    a = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"cohort.shape=\(1, 3\)"):
+        V.s_norm_distances(a, a, np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"dimension 3.*cohort.shape=\(4, 2\)"):
+        V.s_norm_distances(a, a, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="top_k=1"):
+        V.s_norm_distances(a, a, np.ones((4, 3)), top_k=1)
+    with pytest.raises(ValueError, match="top_k=5"):
+        V.s_norm_distances(a, a, np.ones((4, 3)), top_k=5)
+    with pytest.raises(ValueError, match="top_k=True"):
+        V.s_norm_distances(a, a, np.ones((4, 3)), top_k=True)
+    with pytest.raises(ValueError, match="metric='manhattan'"):
+        V.s_norm_distances(a, a, np.ones((4, 3)), "manhattan")
+    with pytest.raises(ValueError, match="cohort must be finite"):
+        V.s_norm_distances(a, a, np.full((4, 3), np.nan))
+
+
 # === best_threshold / accuracy_at_threshold ===
 
 

@@ -22,6 +22,7 @@ from fsl.evaluation.verification import (
     kfold_verification,
     pair_distances,
     roc_curve,
+    s_norm_distances,
     val_far,
 )
 from fsl.evaluation.baselines import Eigenfaces
@@ -58,6 +59,7 @@ __all__ = [
     "precision_at_1",
     "purity",
     "recall_at_k",
+    "s_norm_distances",
     "roc_curve",
     "val_far",
 ]

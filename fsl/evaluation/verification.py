@@ -14,6 +14,10 @@ References:
 * Huang, Ramesh, Berg and Learned-Miller, 2007. "Labeled Faces in the Wild"
   (the 10-fold verification protocol: threshold chosen on 9 folds, accuracy
   measured on the 10th).
+* Kenny, 2010. "Bayesian Speaker Verification with Heavy-Tailed Priors"
+  (symmetric score normalisation, S-norm); Auckenthaler, Carey and
+  Lloyd-Thomas, 2000 (Z-norm and T-norm); Matejka et al., 2017 (adaptive
+  S-norm on the closest cohort members).
 
 Everything is plain numpy and runs whatever the Keras backend.
 """
@@ -25,9 +29,13 @@ import numpy as np
 from fsl.evaluation._validation import (
     as_distances_and_labels,
     as_embeddings,
+    cross_distances,
     l2_normalize,
     metric_name,
 )
+
+#: rows of embeddings compared with the cohort at a time (bounds memory).
+_COHORT_CHUNK = 1024
 
 
 def pair_distances(emb1, emb2, metric: str = "L2") -> np.ndarray:
@@ -64,6 +72,96 @@ def pair_distances(emb1, emb2, metric: str = "L2") -> np.ndarray:
         return np.maximum(1.0 - cosine, 0.0)
     squared = np.sum((a - b) ** 2, axis=1)
     return squared if metric == "squared-L2" else np.sqrt(squared)
+
+
+def _cohort_statistics(
+    embeddings: np.ndarray, cohort: np.ndarray, metric: str, top_k: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each row's distances to the cohort."""
+    means = np.empty(len(embeddings))
+    stds = np.empty(len(embeddings))
+    for start in range(0, len(embeddings), _COHORT_CHUNK):
+        rows = slice(start, start + _COHORT_CHUNK)
+        distances = cross_distances(embeddings[rows], cohort, metric)
+        if top_k is not None:
+            distances = np.partition(distances, top_k - 1, axis=1)[:, :top_k]
+        means[rows] = distances.mean(axis=1)
+        stds[rows] = distances.std(axis=1)
+    # A row at the same distance from every cohort member has no spread to
+    # divide by: the floor keeps its scores finite (no inf, no NaN), if huge.
+    return means, np.maximum(stds, np.finfo(np.float64).eps)
+
+
+def s_norm_distances(
+    emb1, emb2, cohort, metric: str = "L2", top_k: int | None = None
+) -> np.ndarray:
+    """Pair distances normalised against a cohort of other people (S-norm).
+
+    A raw distance means different things for different faces: an unusual
+    photo (a turned head, glasses) is far from everything, so its genuine
+    pairs are far too, and one global threshold misjudges them. S-norm
+    rescales each pair's distance by how far each of its two embeddings
+    lies from a cohort of impostors: with ``mu(x)`` and ``sd(x)`` the mean
+    and standard deviation of the distances from ``x`` to the cohort rows,
+
+        s(a, b) = ((d(a, b) - mu(a)) / sd(a) + (d(a, b) - mu(b)) / sd(b)) / 2
+
+    (the average of a Z-norm for each side, symmetric in ``a`` and ``b``).
+    The cohort must not contain the people being verified: the training
+    people are the usual choice. The result is still a distance (smaller =
+    more similar, negative for pairs closer than the cohort is): every
+    function of this module takes it, thresholds included.
+
+    Args:
+        emb1: array-like ``[N, D]``.
+        emb2: array-like ``[N, D]``, same shape as ``emb1``.
+        cohort: array-like ``[C, D]`` embeddings of other people, ``C >= 2``.
+        metric: as ``pair_distances``.
+        top_k: if given, only each embedding's ``top_k`` closest cohort rows
+            count (adaptive S-norm, Matejka et al. 2017); ``2 <= top_k <= C``.
+
+    Returns:
+        float64 ``[N]`` normalised distances.
+
+    Raises:
+        ValueError: if the shapes differ, the cohort has fewer than two rows
+            or another dimension, the metric is unknown or ``top_k`` is out of
+            range.
+
+    Examples:
+
+    >>> cohort = [[0.0, 1.0], [0.0, -1.0], [2.0, 0.0]]
+    >>> s_norm_distances([[0.0, 0.0]], [[1.0, 0.0]], cohort).round(3).tolist()
+    [-1.061]
+    """
+    metric = metric_name(metric)
+    distances = pair_distances(emb1, emb2, metric)
+    a = as_embeddings(emb1, "emb1")
+    b = as_embeddings(emb2, "emb2")
+    cohort = as_embeddings(cohort, "cohort")
+    if cohort.shape[1] != a.shape[1]:
+        raise ValueError(
+            f"cohort rows must have the embeddings' dimension {a.shape[1]}. Received: "
+            f"cohort.shape={cohort.shape}"
+        )
+    if len(cohort) < 2:
+        raise ValueError(
+            "cohort needs at least 2 rows for a standard deviation. Received: "
+            f"cohort.shape={cohort.shape}"
+        )
+    if top_k is not None and (
+        isinstance(top_k, bool)
+        or not isinstance(top_k, (int, np.integer))
+        or not 2 <= top_k <= len(cohort)
+    ):
+        raise ValueError(
+            f"top_k must be None or an integer between 2 and the {len(cohort)} cohort rows. "
+            f"Received: top_k={top_k!r}"
+        )
+    top_k = None if top_k is None else int(top_k)
+    mean_a, std_a = _cohort_statistics(a, cohort, metric, top_k)
+    mean_b, std_b = _cohort_statistics(b, cohort, metric, top_k)
+    return 0.5 * ((distances - mean_a) / std_a + (distances - mean_b) / std_b)
 
 
 def _cumulative_counts(distances: np.ndarray, same: np.ndarray):
