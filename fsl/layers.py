@@ -10,6 +10,8 @@
   models take raw pixels.
 * ``ScaledResidual``: ``x + scale * residual``, the scaled shortcut of
   Inception-ResNet blocks.
+* ``HorizontalFlip``: mirror images left-right, at inference too (test-time
+  augmentation inside the model).
 
 Every layer is registered under the package name ``"fsl"`` and has a plain
 JSON ``get_config``, so models that use them reload with
@@ -35,6 +37,7 @@ __all__ = [
     "SiameseHead",
     "Standardize",
     "ScaledResidual",
+    "HorizontalFlip",
 ]
 
 
@@ -408,3 +411,60 @@ class ScaledResidual(keras.layers.Layer):
         config.update({"scale": self.scale})
         return config
 
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror a batch of images left-right, always (not a random layer).
+
+    ``keras.layers.RandomFlip`` flips only in training; this layer flips at
+    inference, for test-time augmentation inside a model (see
+    ``fsl.models.flip_averaged_embedding``), so that an exported model does
+    it too.
+
+    Args:
+        data_format: ``"channels_last"`` (``[B, H, W, C]``, the width is axis
+            2) or ``"channels_first"`` (``[B, C, H, W]``, axis 3); default
+            ``keras.config.image_data_format()``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: for another ``data_format``, or an input that is not a
+            rank-4 batch of images.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.arange(6, dtype="float32").reshape(1, 1, 3, 2)
+    >>> np.asarray(HorizontalFlip("channels_last")(x))[0, 0].tolist()
+    [[4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]
+    """
+
+    def __init__(self, data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        data_format = keras.config.image_data_format() if data_format is None else data_format
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                "data_format must be 'channels_last' or 'channels_first'. Received: "
+                f"data_format={data_format!r}"
+            )
+        self.data_format = data_format
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "HorizontalFlip expects a batch of images of rank 4. Received: "
+                f"input_shape={tuple(input_shape)}"
+            )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=2 if self.data_format == "channels_last" else 3)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"data_format": self.data_format})
+        return config

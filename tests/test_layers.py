@@ -222,12 +222,35 @@ def test_l2_normalize_bad_arguments_name_the_value():
 
 # --- Serialization -----------------------------------------------------------
 
+# --- HorizontalFlip ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format, axis", [("channels_last", 2), ("channels_first", 3)])
+def test_horizontal_flip_matches_numpy_and_passes_gradients(data_format, axis):
+    x = np.random.default_rng(3).normal(size=(2, 3, 4, 5)).astype("float32")
+    layer = layers.HorizontalFlip(data_format)
+    np.testing.assert_array_equal(_np(layer(x)), np.flip(x, axis=axis))
+    # Flipping twice is the identity; it flips at inference (not random).
+    np.testing.assert_array_equal(_np(layer(layer(x), training=False)), x)
+    weights = np.arange(x.size, dtype="float32").reshape(x.shape)
+    value, (grad,) = value_and_grad(lambda e: ops.sum(layer(e) * weights), x)
+    np.testing.assert_allclose(_np(grad), np.flip(weights, axis=axis))
+
+
+def test_horizontal_flip_bad_input():
+    with pytest.raises(ValueError, match="data_format='channels_middle'"):
+        layers.HorizontalFlip("channels_middle")
+    with pytest.raises(ValueError, match=r"rank 4. Received: input_shape=\(2, 3\)"):
+        layers.HorizontalFlip()(np.zeros((2, 3), "float32"))
+
+
 LAYER_CASES = [
     (layers.L2Normalize, {"axis": 1, "epsilon": 1e-6}),
     (layers.PairDistance, {"metric": "squared-L2", "keepdims": False}),
     (layers.SiameseHead, {"kind": "chi2", "epsilon": 1e-5}),
     (layers.Standardize, {"mode": "prewhiten"}),
     (layers.ScaledResidual, {"scale": 0.1}),
+    (layers.HorizontalFlip, {"data_format": "channels_first"}),
 ]
 
 
