@@ -15,6 +15,8 @@
   global depthwise (MobileFaceNets) pooling.
 * ``pooled_embedding``: the embedding of a trained network taken before its
   projection head (better on unseen identities).
+* ``flip_averaged_embedding``: an embedding network's output averaged over
+  each image and its mirror image (test-time augmentation, in the model).
 * ``recalibrate_batch_norm``: batch-norm statistics recomputed on clean
   images after training on augmented ones (precise BN).
 
@@ -37,7 +39,14 @@ from keras import layers as kl
 from keras import ops
 
 from fsl import distances
-from fsl.layers import L2Normalize, PairDistance, ScaledResidual, SiameseHead, Standardize
+from fsl.layers import (
+    HorizontalFlip,
+    L2Normalize,
+    PairDistance,
+    ScaledResidual,
+    SiameseHead,
+    Standardize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ __all__ = [
     "landmark_l2",
     "facenet_model",
     "pooled_embedding",
+    "flip_averaged_embedding",
     "recalibrate_batch_norm",
 ]
 
@@ -848,6 +858,53 @@ def pooled_embedding(
         )
     outputs = L2Normalize(name=f"{layer}_l2_normalize", dtype=OUTPUT_DTYPE)(features)
     return keras.Model(model.inputs, outputs, name=name or f"{model.name}_pooled")
+
+
+def flip_averaged_embedding(model: keras.Model, name: str | None = None) -> keras.Model:
+    """An embedding network averaged over each face and its mirror image.
+
+    A face and its mirror image show the same person; averaging the two
+    embeddings (then L2-normalising) cancels part of what the network
+    learned about which way a head is turned or where the light comes from.
+    This test-time augmentation is standard in face recognition evaluation
+    (e.g. Deng et al., "ArcFace", CVPR 2019, section 4; on ORL, 30 people to
+    train and 10 unseen, see ``fsl.training.train_facenet``). Being a layer of
+    the model, the flip is saved and exported with it: serving computes
+    what was evaluated. It costs two forward passes per image.
+
+    The returned model shares its weights with ``model`` (no copy).
+
+    Args:
+        model: a model from a batch of images (``[B, H, W, C]``) to
+            embeddings (``[B, D]``), e.g. ``pooled_embedding(net)``.
+        name: name of the new model (default ``"<model.name>_flip_averaged"``).
+
+    Returns:
+        A ``keras.Model`` with ``model``'s input, whose output is the
+        L2-normalised mean of ``model(x)`` and ``model(mirror(x))``.
+
+    Raises:
+        TypeError: if ``model`` is not a ``keras.Model``.
+        ValueError: if it does not map one batch of images (rank 4) to one
+            batch of vectors.
+
+    Examples:
+
+    >>> net = facenet_model(input_shape=(32, 32, 1), width=8, embedding_dim=16)
+    >>> flip_averaged_embedding(net).output_shape
+    (None, 16)
+    """
+    model = _check_encoder(model)
+    if len(model.inputs[0].shape) != 4:
+        raise ValueError(
+            "model must take a batch of images [B, H, W, C] (rank 4). Received: "
+            f"model={model.name!r} with input shape {tuple(model.inputs[0].shape)}"
+        )
+    inputs = _encoder_input(model, "image")
+    mirrored = HorizontalFlip(name="mirror")(inputs)
+    mean = kl.Average(name="flip_average", dtype=OUTPUT_DTYPE)([model(inputs), model(mirrored)])
+    outputs = L2Normalize(name="flip_l2_normalize", dtype=OUTPUT_DTYPE)(mean)
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_flip_averaged")
 
 
 def _batch_norm_layers(model: keras.Model) -> list:

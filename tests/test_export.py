@@ -92,11 +92,13 @@ def setup(tmp_path_factory):
     # An encoder WITHOUT L2Normalize: the export must normalise.
     encoder = models.mnist_encoder(embedding_dim=8, input_shape=ENC_HWC, pooling="avg")
     # FaceNet with its own Standardize layer: exported with preprocessing=None;
-    # with the depthwise (GDC) pooling that train_facenet uses by default.
-    facenet = models.facenet_model(
+    # as train_facenet saves it by default: depthwise (GDC) pooling, the pooled
+    # embedding, averaged with the mirror image's (a fsl layer inside a nested
+    # model: the SavedModel must still load without fsl).
+    facenet = models.flip_averaged_embedding(models.pooled_embedding(models.facenet_model(
         input_shape=FACENET_HWC, embedding_dim=8, width=4, blocks=1, preprocessing="prewhiten",
         pooling="gdc",
-    )
+    )))
     mtfl = models.mtfl_model(input_shape=MTFL_HWC, bottleneck=8)
 
     inputs = {}

@@ -408,6 +408,34 @@ def test_pooled_embedding_needs_a_layer_without_a_pooling_layer():
         models.pooled_embedding(plain, layer=3)
 
 
+def test_flip_averaged_embedding_matches_numpy_and_reloads(tmp_path):
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=16, width=8, blocks=1)
+    pooled = models.pooled_embedding(net)
+    tta = models.flip_averaged_embedding(pooled)
+    x = _images(4, (32, 32, 1))
+    both = pooled.predict(x, verbose=0) + pooled.predict(np.flip(x, axis=2), verbose=0)
+    want = both / np.linalg.norm(both, axis=1, keepdims=True)
+    got = tta.predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # A face and its mirror image get the same embedding.
+    np.testing.assert_allclose(tta.predict(np.flip(x, axis=2), verbose=0), got, atol=1e-5)
+    assert tta.name == f"{pooled.name}_flip_averaged"
+    path = tmp_path / "tta.keras"
+    tta.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0), got, rtol=0, atol=1e-6
+    )
+
+
+def test_flip_averaged_embedding_bad_input():
+    with pytest.raises(TypeError, match="encoder of type str"):
+        models.flip_averaged_embedding("net")
+    inputs = keras.Input((4,))
+    vectors = keras.Model(inputs, keras.layers.Dense(3)(inputs), name="vectors")
+    with pytest.raises(ValueError, match=r"model='vectors' with input shape \(None, 4\)"):
+        models.flip_averaged_embedding(vectors)
+
+
 def _bn_net():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 3, use_bias=False, name="conv")(inputs)
