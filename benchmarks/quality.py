@@ -123,7 +123,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     for seed in [int(s) for s in args.splits.split(",")]:
         train, test = identity_split(faces, test_identities=10, seed=seed)
         # Eigenfaces: PCA on the training people's pixels, evaluated like FaceNet.
-        x_train, _ = load_images_numpy(train, image_size=(112, 92), standardize="unit")
+        x_train, y_train = load_images_numpy(train, image_size=(112, 92), standardize="unit")
         x_test, y_test = load_images_numpy(test, image_size=(112, 92), standardize="unit")
         eigen = Eigenfaces(n_components=args.eigen_components).fit(x_train.reshape(len(x_train), -1))
 
@@ -134,8 +134,12 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             def __call__(self, images, **_):
                 return self.predict(images)
 
-        baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed)
-        keys = ("verification_accuracy", "verification_std", "precision_at_1", "nmi", "ari", "purity")
+        # The same scoring as FaceNet's: raw distances, and S-norm with the
+        # training people as the cohort.
+        baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed, train_images=x_train,
+                                  train_labels=y_train, score_norm="s-norm")
+        keys = ("verification_accuracy", "verification_std", "s_norm_verification_accuracy",
+                "s_norm_verification_std", "precision_at_1", "nmi", "ari", "purity")
         runs = []
         for repeat in range(args.repeats):
             # Same people, other initial weights and batches: seed = split + 100 * repeat.
@@ -145,16 +149,17 @@ def bench_orl(args, out: pathlib.Path) -> dict:
                 output_dir=out, run=name, mixed_precision=args.mixed_precision, verbose=0,
                 **FACENET_RECIPES[args.facenet_recipe],
             )
-            runs.append({"seed": seed + 100 * repeat, **{k: facenet[k] for k in keys},
-                         "seconds": seconds})
+            runs.append({"seed": seed + 100 * repeat,
+                         **{k: facenet[k] for k in keys if k in facenet}, "seconds": seconds})
         recipe = _config(out / f"facenet-{seed}").get("arguments", {})
         splits.append({
             "split_seed": seed,
             "test_people": test.class_names,
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
-                "augment", "embedding", "pooling", "precise_bn", "standardize")},
-            "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys},
+                "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
+                "standardize")},
+            "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys if k in runs[0]},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
             "eigenfaces": {k: baseline[k] for k in keys},
@@ -164,12 +169,20 @@ def bench_orl(args, out: pathlib.Path) -> dict:
         return float(np.mean([s[model][key] for s in splits]))
 
     summary = {
-        model: {k: mean(model, k) for k in ("verification_accuracy", "precision_at_1", "nmi")}
+        model: {k: mean(model, k) for k in (
+            "verification_accuracy", "s_norm_verification_accuracy", "precision_at_1", "nmi")
+            if k in splits[0][model]}
         for model in ("facenet", "eigenfaces")
     }
-    summary["facenet"]["max_seconds"] = max(s["facenet"]["seconds"] for s in splits)
-    summary["facenet"]["meets_target"] = (
-        summary["facenet"]["verification_accuracy"] >= TARGETS["orl_verification_accuracy"]
+    facenet = summary["facenet"]
+    facenet["max_seconds"] = max(s["facenet"]["seconds"] for s in splits)
+    # The verification target is judged on S-norm scores when the recipe
+    # computes them (the same pairs, folds and unseen people), else raw.
+    scored = "s_norm_verification_accuracy" if "s_norm_verification_accuracy" in facenet \
+        else "verification_accuracy"
+    facenet["target_verification_score"] = scored
+    facenet["meets_target"] = (
+        facenet[scored] >= TARGETS["orl_verification_accuracy"]
         and summary["facenet"]["precision_at_1"] >= TARGETS["orl_precision_at_1"]
         and summary["facenet"]["nmi"] >= TARGETS["orl_nmi"]
         and summary["facenet"]["max_seconds"] <= TARGETS["train_seconds"]
@@ -202,15 +215,17 @@ BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 #: The trainer's defaults before augmentation, p=30, precise BN, the pooled
 #: embedding and the depthwise (GDC) pooling.
 _PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection",
-          "precise_bn": False, "pooling": "avg"}
+          "precise_bn": False, "pooling": "avg", "test_time_flip": False}
 
 #: ``--facenet-recipe``: the trainer's defaults; the defaults with global
-#: average pooling (what the depthwise pooling adds); the plain recipe; the
-#: plain recipe with the pooled features as the embedding (what the
-#: projection head alone costs on new people).
+#: average pooling (what the depthwise pooling adds); the defaults without
+#: the mirror-image average at test time; the plain recipe; the plain recipe
+#: with the pooled features as the embedding (what the projection head alone
+#: costs on new people).
 FACENET_RECIPES = {
     "default": {},
     "avg-pool": {"pooling": "avg"},
+    "no-flip": {"test_time_flip": False},
     "plain": _PLAIN,
     "plain-pooled": {**_PLAIN, "embedding": "pooled"},
 }

@@ -312,6 +312,8 @@ def _train_facenet(args) -> dict:
         embedding=args.embedding,
         pooling=args.pooling,
         precise_bn=args.precise_bn,
+        test_time_flip=args.test_time_flip,
+        score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
     )
 
@@ -375,11 +377,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--p", type=_positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=_positive_int, default=4, help="faces per identity in a batch")
-    p.add_argument("--image-size", type=_positive_int, default=64, help="square side, default 64")
+    p.add_argument("--image-size", type=_positive_int, default=96, help="square side, default 96")
     p.add_argument("--embedding-dim", type=_positive_int, default=64,
                    help="width of the projection head the loss trains, default 64")
     p.add_argument("--augment", type=float, default=1.0,
-                   help="flip/shift/rotation strength in [0, 1], default 1 (0: none)")
+                   help="flip/shift/rotation/zoom strength in [0, 1], default 1 (0: none)")
     p.add_argument("--embedding", choices=("pooled", "projection"), default="pooled",
                    help="saved embedding: pooled features before the projection head "
                    "(default) or the projection itself")
@@ -388,6 +390,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    "(default) or global average")
     p.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
                    help="keep the batch-norm statistics of the augmented training batches")
+    p.add_argument("--no-test-time-flip", dest="test_time_flip", action="store_false",
+                   help="save the embedding of each face alone, not averaged with its mirror image")
+    p.add_argument("--score-norm", choices=("s-norm", "none"), default="s-norm",
+                   help="also report verification with S-norm against the training "
+                   "people (default), or not (none)")
     p.add_argument("--margin", type=_positive_float, default=0.5, help="default 0.5")
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default 1e-3")
     _add_run_options(p)

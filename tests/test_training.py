@@ -393,13 +393,29 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     trained = keras.saving.load_model(tmp_path / "f" / "model.keras")
     assert trained.output_shape == (None, 64)
-    # Default pooling: the depthwise filter over the final grid (GDC), and the
-    # saved embedding is its normalised output.
-    assert config["arguments"]["pooling"] == "gdc"
-    gdc = keras.Model(trained.input, trained.get_layer("gdc_pool").output).predict(
-        x_train[:5], verbose=0)
-    np.testing.assert_allclose(emb[:5], gdc / np.linalg.norm(gdc, axis=1, keepdims=True),
-                               rtol=1e-4, atol=1e-5)
+    # Default pooling: the depthwise filter over the final grid (GDC); the
+    # saved embedding is its normalised output averaged over each face and
+    # its mirror image (test_time_flip), normalised again.
+    assert config["arguments"]["pooling"] == "gdc" and metrics["test_time_flip"] is True
+    gdc_model = keras.Model(trained.input, trained.get_layer("gdc_pool").output)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    both = (unit(gdc_model.predict(x_train[:5], verbose=0))
+            + unit(gdc_model.predict(x_train[:5, :, ::-1], verbose=0)))
+    np.testing.assert_allclose(emb[:5], unit(both), rtol=1e-4, atol=1e-5)
+    # S-norm (default): the same pairs and folds, scored against the
+    # training faces as the cohort; recomputed here from the saved model.
+    from fsl.evaluation import kfold_verification, s_norm_distances
+
+    x_test, y_test = load_images_numpy(
+        identity_split(list_faces(orl_dir, min_images=2), 10, 0)[1], (32, 32), channels=1,
+        standardize="fixed")
+    test_emb = np.asarray(model.predict(x_test, verbose=0))
+    i, j, same = verification_pairs(y_test, seed=0)
+    want = kfold_verification(s_norm_distances(test_emb[i], test_emb[j], emb), same, seed=0)
+    assert metrics["s_norm_verification_accuracy"] == pytest.approx(want["mean_accuracy"], abs=1e-6)
+    assert metrics["s_norm_verification_std"] == pytest.approx(want["std_accuracy"], abs=1e-6)
+    assert evaluate_run(tmp_path / "f")["s_norm_verification_accuracy"] == pytest.approx(
+        metrics["s_norm_verification_accuracy"], abs=1e-6)
 
 
 def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
@@ -408,7 +424,8 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
 
     metrics = train_facenet(
         orl_dir, fast=True, image_size=32, augment=0, embedding="projection", pooling="avg",
-        precise_bn=False, seed=5, split_seed=1, output_dir=tmp_path, run="plain", verbose=0,
+        precise_bn=False, test_time_flip=False, score_norm=None, seed=5, split_seed=1,
+        output_dir=tmp_path, run="plain", verbose=0,
     )
     config = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert config["arguments"]["p"] == 30  # all 30 training people per batch
@@ -418,6 +435,7 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
     assert evaluate_run(tmp_path / "plain")["verification_accuracy"] == pytest.approx(
         metrics["verification_accuracy"], abs=1e-6)
     assert metrics["embedding"] == "projection" and metrics["embedding_size"] == 64
+    assert "s_norm_verification_accuracy" not in metrics and metrics["test_time_flip"] is False
     model = keras.saving.load_model(tmp_path / "plain" / "model.keras")
     embedder = keras.saving.load_model(tmp_path / "plain" / "embedding.keras")
     names = [item.name for item in model.layers]
@@ -427,12 +445,33 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
                                rtol=0, atol=1e-6)
 
 
+def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
+    from fsl.training import _common, train_facenet
+
+    seen = {}
+    real = _common.augment_batches
+
+    def recording(dataset, seed, **kwargs):
+        seen.update(kwargs)
+        return real(dataset, seed, **kwargs)
+
+    monkeypatch.setattr(_common, "augment_batches", recording)
+    train_facenet(orl_dir, fast=True, image_size=32, p=5, k=2, augment=0.5, score_norm=None,
+                  output_dir=tmp_path, run="a", verbose=0)
+    # Strength 1 is 0.03 turns of rotation, 5% shift, 10% zoom, and flips.
+    assert seen == pytest.approx(
+        {"rotation": 0.015, "translation": 0.025, "zoom": 0.05, "flip": True,
+         "fill_mode": "nearest"})
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"augment": 1.5}, "augment.*1.5"),
         ({"embedding": "avg"}, "embedding.*'avg'"),
         ({"precise_bn": "yes"}, "precise_bn.*'yes'"),
+        ({"test_time_flip": 1}, "test_time_flip=1"),
+        ({"score_norm": "z-norm"}, "score_norm='z-norm'"),
         ({"pooling": "max"}, "pooling.*'max'"),
         ({"p": 0}, "p.*0"),
         ({"split_seed": -1}, "split_seed=-1"),

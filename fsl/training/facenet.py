@@ -24,12 +24,15 @@ DEFAULT_EPOCHS = 80
 DEFAULT_P = 30
 STANDARDIZE = ("fixed", "prewhiten", "unit")
 EMBEDDINGS = ("pooled", "projection")
+#: ``score_norm`` choices of ``evaluate_faces`` / ``train_facenet``.
+SCORE_NORMS = (None, "s-norm")
 #: ``pooling`` choices: ``fsl.models.facenet_model``'s.
 POOLINGS = tuple(POOLING_LAYERS)
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
-# up to 5% of the side, left-right flip; borders repeat the nearest pixel.
-_ROTATION, _TRANSLATION = 0.03, 0.05
+# up to 5% of the side, zoom in or out up to 10%, left-right flip; borders
+# repeat the nearest pixel.
+_ROTATION, _TRANSLATION, _ZOOM = 0.03, 0.05, 0.1
 
 
 def verification_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,6 +69,7 @@ def evaluate_faces(
     metric: str = "L2",
     train_images: Optional[np.ndarray] = None,
     train_labels: Optional[np.ndarray] = None,
+    score_norm: Optional[str] = None,
 ) -> dict[str, Any]:
     """Verification, retrieval and clustering metrics on held-out identities.
 
@@ -78,14 +82,25 @@ def evaluate_faces(
         train_images, train_labels: the training faces; when given, the
             deployable ``threshold`` is chosen on training pairs (people
             seen in training), never on the test people it is judged on.
+        score_norm: ``None``, or ``"s-norm"``: also score the pairs with
+            ``fsl.evaluation.s_norm_distances``, the training faces' embeddings
+            as the cohort (people other than the test people; needs
+            ``train_images``).
 
     Returns:
         ``verification_accuracy`` (10-fold mean: each fold's threshold chosen
-        on the other 9) and ``verification_std``, ``threshold`` (chosen on
-        training pairs when the training faces are given, else on the
-        evaluated pairs; ``threshold_source`` says which), ``precision_at_1``
-        (leave-one-out), ``nmi`` / ``ari`` / ``purity`` of k-means with one
-        cluster per identity, and the counts.
+        on the other 9, on raw distances) and ``verification_std``,
+        ``threshold`` (chosen on training pairs when the training faces are
+        given, else on the evaluated pairs; ``threshold_source`` says which),
+        ``precision_at_1`` (leave-one-out), ``nmi`` / ``ari`` / ``purity`` of
+        k-means with one cluster per identity, and the counts. With
+        ``score_norm="s-norm"``, also ``s_norm_verification_accuracy`` and
+        ``s_norm_verification_std``: the same 10-fold protocol, same pairs
+        and folds, on S-normalised distances.
+
+    Raises:
+        ValueError: for an unknown ``score_norm``, or ``"s-norm"`` without
+            ``train_images``.
     """
     from fsl.evaluation import (
         best_threshold,
@@ -94,14 +109,30 @@ def evaluate_faces(
         kfold_verification,
         pair_distances,
         precision_at_1,
+        s_norm_distances,
     )
 
+    if score_norm not in SCORE_NORMS:
+        raise ValueError(
+            f"score_norm must be one of {list(SCORE_NORMS)}. Received: score_norm={score_norm!r}"
+        )
+    if score_norm is not None and train_images is None:
+        raise ValueError(
+            f"score_norm={score_norm!r} needs train_images (the cohort). Received: train_images=None"
+        )
     embeddings = common.predict(model, images)
     i, j, same = verification_pairs(labels, seed)
     distances = pair_distances(embeddings[i], embeddings[j], metric)
-    folds = kfold_verification(distances, same, n_folds=min(10, len(same)), seed=seed)
-    if train_images is not None and train_labels is not None:
-        train_embeddings = common.predict(model, train_images)
+    n_folds = min(10, len(same))
+    folds = kfold_verification(distances, same, n_folds=n_folds, seed=seed)
+    train_embeddings = None if train_images is None else common.predict(model, train_images)
+    extra = {}
+    if score_norm == "s-norm":
+        normalized = s_norm_distances(embeddings[i], embeddings[j], train_embeddings, metric)
+        s_folds = kfold_verification(normalized, same, n_folds=n_folds, seed=seed)
+        extra = {"s_norm_verification_accuracy": s_folds["mean_accuracy"],
+                 "s_norm_verification_std": s_folds["std_accuracy"]}
+    if train_embeddings is not None and train_labels is not None:
         ti, tj, tsame = verification_pairs(np.asarray(train_labels), seed)
         threshold, _ = best_threshold(
             pair_distances(train_embeddings[ti], train_embeddings[tj], metric), tsame
@@ -115,6 +146,7 @@ def evaluate_faces(
     return {
         "verification_accuracy": folds["mean_accuracy"],
         "verification_std": folds["std_accuracy"],
+        **extra,
         "threshold": threshold,
         "threshold_source": threshold_source,
         "precision_at_1": precision_at_1(embeddings, labels, metric=metric),
@@ -150,7 +182,7 @@ def train_facenet(
     loss: str = "semihard",
     p: Optional[int] = None,
     k: int = 4,
-    image_size: int = 64,
+    image_size: int = 96,
     embedding_dim: int = 64,
     margin: float = 0.5,
     learning_rate: float = 1e-3,
@@ -159,6 +191,8 @@ def train_facenet(
     embedding: str = "pooled",
     pooling: str = "gdc",
     precise_bn: bool = True,
+    test_time_flip: bool = True,
+    score_norm: Optional[str] = "s-norm",
     seed: int = 0,
     split_seed: Optional[int] = None,
     output_dir=None,
@@ -224,9 +258,9 @@ def train_facenet(
         standardize: pixel standardisation (``"fixed"``, ``"prewhiten"``,
             ``"unit"``; see ``fsl.data.faces.standardize_image``).
         augment: augmentation strength in ``[0, 1]`` (0: none): random
-            left-right flip, rotation up to ``11 * augment`` degrees and
-            shift up to ``5% * augment`` of the side, in the tf.data
-            pipeline.
+            left-right flip, rotation up to ``11 * augment`` degrees, shift
+            up to ``5% * augment`` of the side and zoom in or out up to
+            ``10% * augment``, in the tf.data pipeline.
         embedding: what ``embedding.keras`` outputs and the metrics use:
             ``"pooled"`` (L2-normalised global pooling, before the
             projection head) or ``"projection"`` (the output the loss
@@ -236,6 +270,13 @@ def train_facenet(
             or ``"avg"`` (global average pooling).
         precise_bn: recompute the batch-norm statistics on the clean
             training faces after training.
+        test_time_flip: the saved embedding averages each face and its
+            mirror image (``fsl.models.flip_averaged_embedding``, part of
+            the model: export and serving do it too).
+        score_norm: ``"s-norm"`` (default): the metrics also include
+            ``s_norm_verification_accuracy``, pairs scored by
+            ``fsl.evaluation.s_norm_distances`` with the training faces as
+            the cohort; ``None``: raw distances only.
         split_seed: seed of the identity split and of the evaluation
             (pairs, folds, k-means); default ``seed``. Fix it and vary
             ``seed`` to repeat a run on the same people with other initial
@@ -275,8 +316,13 @@ def train_facenet(
     augment = common.check_fraction("augment", augment)
     embedding = common.check_choice("embedding", embedding, EMBEDDINGS)
     pooling = common.check_choice("pooling", pooling, POOLINGS)
-    if not isinstance(precise_bn, bool):
-        raise ValueError(f"precise_bn must be True or False. Received: precise_bn={precise_bn!r}")
+    for name, flag in (("precise_bn", precise_bn), ("test_time_flip", test_time_flip)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False. Received: {name}={flag!r}")
+    if score_norm not in SCORE_NORMS:
+        raise ValueError(
+            f"score_norm must be one of {list(SCORE_NORMS)}. Received: score_norm={score_norm!r}"
+        )
     seed = common.check_seed(seed)
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
     common.check_jit(jit_compile)
@@ -315,7 +361,7 @@ def train_facenet(
     if augment > 0:
         dataset = common.augment_batches(
             dataset, seed, rotation=_ROTATION * augment, translation=_TRANSLATION * augment,
-            flip=True, fill_mode="nearest",
+            zoom=_ZOOM * augment, flip=True, fill_mode="nearest",
         )
     with common.dtype_policy(mixed_precision):
         model = models.facenet_model(
@@ -338,19 +384,26 @@ def train_facenet(
     if precise_bn:
         models.recalibrate_batch_norm(model, x_train, batch_size=p * k)
     embedder = models.pooled_embedding(model) if embedding == "pooled" else model
+    if test_time_flip:
+        embedder = models.flip_averaged_embedding(embedder)
     model.save(run_dir.model_path)
     embedder.save(run_dir.embedding_path)
 
     # === Evaluation ===
     metrics = evaluate_faces(embedder, x_test, y_test, seed=split_seed,
-                             train_images=x_train, train_labels=y_train)
+                             train_images=x_train, train_labels=y_train, score_norm=score_norm)
     metrics["embedding"] = embedding
     metrics["embedding_size"] = int(embedder.output_shape[-1])
+    metrics["test_time_flip"] = test_time_flip
     metrics["run_dir"] = str(run_dir.path)
     metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
+    s_norm = (
+        f" (S-norm: {metrics['s_norm_verification_accuracy']:.4f})"
+        if "s_norm_verification_accuracy" in metrics else ""
+    )
     common.echo(
         f"verification accuracy on unseen people: {metrics['verification_accuracy']:.4f} "
-        f"(10-fold, +/- {metrics['verification_std']:.4f}); precision@1: "
+        f"(10-fold, +/- {metrics['verification_std']:.4f}){s_norm}; precision@1: "
         f"{metrics['precision_at_1']:.4f}; NMI: {metrics['nmi']:.4f}",
         verbose,
     )
@@ -369,5 +422,7 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
     model = keras.saving.load_model(run_dir.embedding_path)
+    # Runs from before score normalisation existed have no score_norm: raw only.
     return evaluate_faces(model, x_test, y_test, seed=split_seed,
-                          train_images=x_train, train_labels=y_train)
+                          train_images=x_train, train_labels=y_train,
+                          score_norm=arguments.get("score_norm"))
