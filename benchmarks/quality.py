@@ -12,6 +12,9 @@ target:
 * ``orl``: the FaceNet-style model with online triplet mining on the ORL faces,
   30 people to train and 10 unseen people to test, per identity split, next
   to the Eigenfaces baseline evaluated by the same function on the same split.
+  Verification is reported on raw distances and with S-norm against the
+  training people (``fsl.evaluation.s_norm_distances``), for both models; the
+  target is judged on the S-norm score when the recipe computes it.
 * ``mtfl``: the multitask landmark + attribute model on MTFL (real if present,
   else the SYNTHETIC MTFL-format set; the JSON says which).
 
@@ -214,7 +217,7 @@ BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
 #: The trainer's defaults before augmentation, p=30, precise BN, the pooled
 #: embedding and the depthwise (GDC) pooling.
-_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection",
+_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "image_size": 64,
           "precise_bn": False, "pooling": "avg", "test_time_flip": False}
 
 #: ``--facenet-recipe``: the trainer's defaults; the defaults with global
