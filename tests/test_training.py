@@ -485,6 +485,16 @@ def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):
     assert not (tmp_path / "runs").exists()  # nothing written for a bad argument
 
 
+def test_evaluate_faces_score_norm_arguments():
+    from fsl.training.facenet import evaluate_faces
+
+    images, labels = np.zeros((4, 8, 8, 1), "float32"), np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="score_norm='t-norm'"):
+        evaluate_faces(object(), images, labels, score_norm="t-norm")
+    with pytest.raises(ValueError, match="needs train_images.*train_images=None"):
+        evaluate_faces(object(), images, labels, score_norm="s-norm")
+
+
 def test_verification_pairs_against_loops():
     labels = np.array([0, 0, 1, 1, 1, 2])
     i, j, same = verification_pairs(labels, seed=0)

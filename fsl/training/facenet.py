@@ -35,6 +35,13 @@ POOLINGS = tuple(POOLING_LAYERS)
 _ROTATION, _TRANSLATION, _ZOOM = 0.03, 0.05, 0.1
 
 
+def _check_score_norm(score_norm: Any) -> None:
+    if score_norm not in SCORE_NORMS:
+        raise ValueError(
+            f"score_norm must be one of {list(SCORE_NORMS)}. Received: score_norm={score_norm!r}"
+        )
+
+
 def verification_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All same-identity pairs and as many different-identity pairs.
 
@@ -112,10 +119,7 @@ def evaluate_faces(
         s_norm_distances,
     )
 
-    if score_norm not in SCORE_NORMS:
-        raise ValueError(
-            f"score_norm must be one of {list(SCORE_NORMS)}. Received: score_norm={score_norm!r}"
-        )
+    _check_score_norm(score_norm)
     if score_norm is not None and train_images is None:
         raise ValueError(
             f"score_norm={score_norm!r} needs train_images (the cohort). Received: train_images=None"
@@ -325,10 +329,7 @@ def train_facenet(
     for name, flag in (("precise_bn", precise_bn), ("test_time_flip", test_time_flip)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False. Received: {name}={flag!r}")
-    if score_norm not in SCORE_NORMS:
-        raise ValueError(
-            f"score_norm must be one of {list(SCORE_NORMS)}. Received: score_norm={score_norm!r}"
-        )
+    _check_score_norm(score_norm)
     seed = common.check_seed(seed)
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
     common.check_jit(jit_compile)
