@@ -216,7 +216,7 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
 #: The trainer's defaults before augmentation, p=30, precise BN, the pooled
-#: embedding and the depthwise (GDC) pooling.
+#: embedding, the depthwise (GDC) pooling, 96 x 96 inputs and the mirror average.
 _PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "image_size": 64,
           "precise_bn": False, "pooling": "avg", "test_time_flip": False}
 
