@@ -866,9 +866,10 @@ def flip_averaged_embedding(model: keras.Model, name: str | None = None) -> kera
     A face and its mirror image show the same person; averaging the two
     embeddings (then L2-normalising) cancels part of what the network
     learned about which way a head is turned or where the light comes from.
-    This test-time augmentation is standard in face recognition evaluation
-    (e.g. Deng et al., "ArcFace", CVPR 2019, section 4; on ORL, 30 people to
-    train and 10 unseen, see ``fsl.training.train_facenet``). Being a layer of
+    This test-time augmentation is common in face recognition evaluation
+    (the verification code of Deng et al., "ArcFace", CVPR 2019, adds the
+    embeddings of each image and its flip; on ORL, 30 people to train and
+    10 unseen, see ``fsl.training.train_facenet``). Being a layer of
     the model, the flip is saved and exported with it: serving computes
     what was evaluated. It costs two forward passes per image.
 
