@@ -100,6 +100,82 @@ def _loop_s_norm(a, b, cohort, metric, top_k=None):
     return np.asarray(out)
 
 
+def _loop_statistics(x, cohort, metric, top_k=None, own=None, cohort_labels=None):
+    """Mean / std of x's distances to the cohort rows not labelled ``own``."""
+    rows = [c for c, label in zip(cohort, cohort_labels if own is not None else [None] * len(cohort))
+            if own is None or label != own]
+    to_cohort = sorted(V.pair_distances(x[None], np.asarray(c)[None], metric)[0] for c in rows)
+    if top_k is not None:
+        to_cohort = to_cohort[:top_k]
+    mean = sum(to_cohort) / len(to_cohort)
+    return mean, (sum((t - mean) ** 2 for t in to_cohort) / len(to_cohort)) ** 0.5
+
+
+@pytest.mark.parametrize("metric", ["L2", "angular"])
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_s_norm_with_labels_leaves_own_people_out(metric, top_k, monkeypatch):
+    # Scoring pairs of the cohort's own people: each side's statistics skip
+    # the cohort rows of its own identity (explicit loop as reference).
+    rng = np.random.default_rng(3)
+    cohort = rng.normal(size=(12, 4))
+    cohort_labels = np.repeat(np.arange(4), 3)
+    i = rng.integers(0, 12, size=10)
+    j = rng.integers(0, 12, size=10)
+    monkeypatch.setattr(V, "_COHORT_CHUNK", 4)
+    got = V.s_norm_distances(cohort[i], cohort[j], cohort, metric, top_k,
+                             labels1=cohort_labels[i], labels2=cohort_labels[j],
+                             cohort_labels=cohort_labels)
+    want = []
+    for a, b in zip(i, j):
+        d = V.pair_distances(cohort[a][None], cohort[b][None], metric)[0]
+        (ma, sa), (mb, sb) = (
+            _loop_statistics(cohort[k], cohort, metric, top_k, cohort_labels[k], cohort_labels)
+            for k in (a, b))
+        want.append(((d - ma) / sa + (d - mb) / sb) / 2)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    # Without the labels the own rows count, and the scores differ.
+    plain = V.s_norm_distances(cohort[i], cohort[j], cohort, metric, top_k)
+    assert not np.allclose(plain, got)
+
+
+def test_cohort_statistics_hand_derived_and_labelled():
+    mean, std = V.cohort_statistics([[0.0, 0.0]], [[0.0, 1.0], [0.0, 3.0], [0.0, 9.0]])
+    assert mean[0] == pytest.approx(13 / 3) and std[0] == pytest.approx(np.std([1, 3, 9]))
+    # Leaving out the row labelled like the embedding: distances 1 and 3.
+    mean, std = V.cohort_statistics([[0.0, 0.0]], [[0.0, 1.0], [0.0, 3.0], [0.0, 9.0]],
+                                    labels=["a"], cohort_labels=["b", "c", "a"])
+    assert (mean[0], std[0]) == pytest.approx((2.0, 1.0))
+
+
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_s_norm_cross_distances_match_pairs(top_k):
+    rng = np.random.default_rng(4)
+    queries, gallery, cohort = rng.normal(size=(3, 6)), rng.normal(size=(5, 6)), rng.normal(size=(8, 6))
+    got = V.s_norm_cross_distances(queries, gallery, cohort, "L2", top_k)
+    assert got.shape == (3, 5)
+    for q in range(3):
+        for g in range(5):
+            want = V.s_norm_distances(queries[q:q + 1], gallery[g:g + 1], cohort, "L2", top_k)[0]
+            assert got[q, g] == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError, match=r"gallery.shape=\(5, 2\)"):
+        V.s_norm_cross_distances(queries, np.zeros((5, 2)), cohort)
+
+
+def test_s_norm_label_errors():
+    a = np.zeros((2, 3))
+    cohort, labels = np.arange(12.0).reshape(4, 3), np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="labels1, labels2 and cohort_labels go together"):
+        V.s_norm_distances(a, a, cohort, labels1=[0, 1], labels2=[0, 1])
+    with pytest.raises(ValueError, match=r"labels2.shape=\(3,\)"):
+        V.s_norm_distances(a, a, cohort, labels1=[0, 1], labels2=[0, 1, 2], cohort_labels=labels)
+    with pytest.raises(ValueError, match="labels and cohort_labels go together"):
+        V.cohort_statistics(a, cohort, labels=[0, 1])
+    # Two of the four cohort rows are left out: top_k=3 cannot be met.
+    with pytest.raises(ValueError, match="only 2 cohort rows have another label than embedding 0"):
+        V.s_norm_distances(a, a, cohort, top_k=3, labels1=[0, 1], labels2=[0, 1],
+                           cohort_labels=labels)
+
+
 def test_s_norm_hand_derived():
     # a = (0, 0) lies 1, 1, 2 from the cohort: mean 4/3, std sqrt(2/9) / ... =
     # sqrt(6/27). b = (1, 0) lies sqrt 2, sqrt 2, 1 from it. d(a, b) = 1.

@@ -74,74 +74,12 @@ def pair_distances(emb1, emb2, metric: str = "L2") -> np.ndarray:
     return squared if metric == "squared-L2" else np.sqrt(squared)
 
 
-def _cohort_statistics(
-    embeddings: np.ndarray, cohort: np.ndarray, metric: str, top_k: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each row's distances to the cohort."""
-    means = np.empty(len(embeddings))
-    stds = np.empty(len(embeddings))
-    for start in range(0, len(embeddings), _COHORT_CHUNK):
-        rows = slice(start, start + _COHORT_CHUNK)
-        distances = cross_distances(embeddings[rows], cohort, metric)
-        if top_k is not None:
-            distances = np.partition(distances, top_k - 1, axis=1)[:, :top_k]
-        means[rows] = distances.mean(axis=1)
-        stds[rows] = distances.std(axis=1)
-    # A row at the same distance from every cohort member has no spread to
-    # divide by: the floor keeps its scores finite (no inf, no NaN), if huge.
-    return means, np.maximum(stds, np.finfo(np.float64).eps)
-
-
-def s_norm_distances(
-    emb1, emb2, cohort, metric: str = "L2", top_k: int | None = None
-) -> np.ndarray:
-    """Pair distances normalised against a cohort of other people (S-norm).
-
-    A raw distance means different things for different faces: an unusual
-    photo (a turned head, glasses) is far from everything, so its genuine
-    pairs are far too, and one global threshold misjudges them. S-norm
-    rescales each pair's distance by how far each of its two embeddings
-    lies from a cohort of impostors: with ``mu(x)`` and ``sd(x)`` the mean
-    and standard deviation of the distances from ``x`` to the cohort rows,
-
-        s(a, b) = ((d(a, b) - mu(a)) / sd(a) + (d(a, b) - mu(b)) / sd(b)) / 2
-
-    (the average of a Z-norm for each side, symmetric in ``a`` and ``b``).
-    The cohort must not contain the people being verified: the training
-    people are the usual choice. The result is still a distance (smaller =
-    more similar, negative for pairs closer than the cohort is): every
-    function of this module takes it, thresholds included.
-
-    Args:
-        emb1: array-like ``[N, D]``.
-        emb2: array-like ``[N, D]``, same shape as ``emb1``.
-        cohort: array-like ``[C, D]`` embeddings of other people, ``C >= 2``.
-        metric: as ``pair_distances``.
-        top_k: if given, only each embedding's ``top_k`` closest cohort rows
-            count (adaptive S-norm, Matejka et al. 2017); ``2 <= top_k <= C``.
-
-    Returns:
-        float64 ``[N]`` normalised distances.
-
-    Raises:
-        ValueError: if the shapes differ, the cohort has fewer than two rows
-            or another dimension, the metric is unknown or ``top_k`` is out of
-            range.
-
-    Examples:
-
-    >>> cohort = [[0.0, 1.0], [0.0, -1.0], [2.0, 0.0]]
-    >>> s_norm_distances([[0.0, 0.0]], [[1.0, 0.0]], cohort).round(3).tolist()
-    [-1.061]
-    """
-    metric = metric_name(metric)
-    distances = pair_distances(emb1, emb2, metric)
-    a = as_embeddings(emb1, "emb1")
-    b = as_embeddings(emb2, "emb2")
+def _check_cohort(cohort, dim: int, top_k) -> tuple[np.ndarray, int | None]:
+    """Validated ``[C, D]`` cohort and ``top_k``."""
     cohort = as_embeddings(cohort, "cohort")
-    if cohort.shape[1] != a.shape[1]:
+    if cohort.shape[1] != dim:
         raise ValueError(
-            f"cohort rows must have the embeddings' dimension {a.shape[1]}. Received: "
+            f"cohort rows must have the embeddings' dimension {dim}. Received: "
             f"cohort.shape={cohort.shape}"
         )
     if len(cohort) < 2:
@@ -158,10 +96,214 @@ def s_norm_distances(
             f"top_k must be None or an integer between 2 and the {len(cohort)} cohort rows. "
             f"Received: top_k={top_k!r}"
         )
-    top_k = None if top_k is None else int(top_k)
-    mean_a, std_a = _cohort_statistics(a, cohort, metric, top_k)
-    mean_b, std_b = _cohort_statistics(b, cohort, metric, top_k)
+    return cohort, None if top_k is None else int(top_k)
+
+
+def _check_labels(labels, n: int, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(
+            f"{name} must have one label per row, shape ({n},). Received: {name}.shape={labels.shape}"
+        )
+    return labels
+
+
+def cohort_statistics(
+    embeddings,
+    cohort,
+    metric: str = "L2",
+    top_k: int | None = None,
+    labels=None,
+    cohort_labels=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each embedding's distances to a cohort.
+
+    The statistics S-norm (``s_norm_distances``) divides by, for callers that
+    keep them, e.g. a gallery normalised once and queried many times.
+
+    Args:
+        embeddings: array-like ``[N, D]``.
+        cohort: array-like ``[C, D]`` embeddings of other people, ``C >= 2``.
+        metric: as ``pair_distances``.
+        top_k: if given, only each embedding's ``top_k`` closest cohort rows
+            count (adaptive S-norm); ``2 <= top_k <= C``.
+        labels, cohort_labels: optional identity labels ``[N]`` and ``[C]``,
+            given together: the cohort rows with an embedding's own label
+            are left out of its statistics (to score the cohort's own people,
+            e.g. to choose a threshold on training pairs with the training
+            faces as the cohort). At least 2 rows (and ``top_k``) must remain.
+
+    Returns:
+        ``(mean, std)``, float64 ``[N]`` each; ``std`` is floored at float64's
+        epsilon, so dividing by it never gives inf or NaN.
+
+    Raises:
+        ValueError: on mismatched shapes, a cohort of fewer than 2 rows, an
+            unknown metric, ``top_k`` out of range, only one of the label
+            arrays, or too few cohort rows left for a labelled embedding.
+
+    Examples:
+
+    >>> mean, std = cohort_statistics([[0.0, 0.0]], [[0.0, 1.0], [0.0, 3.0]])
+    >>> mean.tolist(), std.tolist()
+    ([2.0], [1.0])
+    """
+    metric = metric_name(metric)
+    embeddings = as_embeddings(embeddings, "embeddings")
+    cohort, top_k = _check_cohort(cohort, embeddings.shape[1], top_k)
+    if (labels is None) != (cohort_labels is None):
+        raise ValueError(
+            "labels and cohort_labels go together. Received: "
+            f"labels={'None' if labels is None else 'an array'}, "
+            f"cohort_labels={'None' if cohort_labels is None else 'an array'}"
+        )
+    if labels is not None:
+        labels = _check_labels(labels, len(embeddings), "labels")
+        cohort_labels = _check_labels(cohort_labels, len(cohort), "cohort_labels")
+    means = np.empty(len(embeddings))
+    stds = np.empty(len(embeddings))
+    for start in range(0, len(embeddings), _COHORT_CHUNK):
+        rows = slice(start, start + _COHORT_CHUNK)
+        distances = cross_distances(embeddings[rows], cohort, metric)
+        if labels is None:
+            if top_k is not None:
+                distances = np.partition(distances, top_k - 1, axis=1)[:, :top_k]
+            means[rows] = distances.mean(axis=1)
+            stds[rows] = distances.std(axis=1)
+            continue
+        keep = labels[rows, None] != cohort_labels[None, :]
+        counts = keep.sum(axis=1)
+        needed = 2 if top_k is None else top_k
+        if counts.min() < needed:
+            bad = start + int(np.argmin(counts))
+            raise ValueError(
+                f"only {int(counts.min())} cohort rows have another label than embedding {bad} "
+                f"(label {labels[bad]!r}); at least {needed} are needed"
+            )
+        if top_k is not None:
+            # Left-out rows sort last; every row keeps >= top_k finite ones.
+            distances = np.partition(np.where(keep, distances, np.inf), top_k - 1, axis=1)
+            distances = distances[:, :top_k]
+            keep, counts = np.ones_like(distances, bool), np.full(len(distances), top_k)
+        mean = np.where(keep, distances, 0.0).sum(axis=1) / counts
+        means[rows] = mean
+        stds[rows] = np.sqrt(np.where(keep, (distances - mean[:, None]) ** 2, 0.0).sum(axis=1) / counts)
+    # A row at the same distance from every cohort member has no spread to
+    # divide by: the floor keeps its scores finite (no inf, no NaN), if huge.
+    return means, np.maximum(stds, np.finfo(np.float64).eps)
+
+
+def s_norm_distances(
+    emb1,
+    emb2,
+    cohort,
+    metric: str = "L2",
+    top_k: int | None = None,
+    *,
+    labels1=None,
+    labels2=None,
+    cohort_labels=None,
+) -> np.ndarray:
+    """Pair distances normalised against a cohort of other people (S-norm).
+
+    A raw distance means different things for different faces: an unusual
+    photo (a turned head, glasses) is far from everything, so its genuine
+    pairs are far too, and one global threshold misjudges them. S-norm
+    rescales each pair's distance by how far each of its two embeddings
+    lies from a cohort of impostors: with ``mu(x)`` and ``sd(x)`` the mean
+    and standard deviation of the distances from ``x`` to the cohort rows
+    (``cohort_statistics``),
+
+        s(a, b) = ((d(a, b) - mu(a)) / sd(a) + (d(a, b) - mu(b)) / sd(b)) / 2
+
+    (the average of a Z-norm for each side, symmetric in ``a`` and ``b``).
+    The cohort must not contain the people being verified: the training
+    people are the usual choice; to score pairs of the cohort's own people,
+    give the labels and each side's own people are left out of its
+    statistics. The result is still a distance (smaller = more similar,
+    negative for pairs closer than the cohort is): every function of this
+    module takes it, thresholds included.
+
+    Args:
+        emb1: array-like ``[N, D]``.
+        emb2: array-like ``[N, D]``, same shape as ``emb1``.
+        cohort: array-like ``[C, D]`` embeddings of other people, ``C >= 2``.
+        metric: as ``pair_distances``.
+        top_k: if given, only each embedding's ``top_k`` closest cohort rows
+            count (adaptive S-norm, Matejka et al. 2017); ``2 <= top_k <= C``.
+        labels1, labels2, cohort_labels: optional labels ``[N]``, ``[N]``,
+            ``[C]``, all three or none (see ``cohort_statistics``).
+
+    Returns:
+        float64 ``[N]`` normalised distances.
+
+    Raises:
+        ValueError: if the shapes differ, the cohort has fewer than two rows
+            or another dimension, the metric is unknown, ``top_k`` is out of
+            range, or the labels are incomplete.
+
+    Examples:
+
+    >>> cohort = [[0.0, 1.0], [0.0, -1.0], [2.0, 0.0]]
+    >>> s_norm_distances([[0.0, 0.0]], [[1.0, 0.0]], cohort).round(3).tolist()
+    [-1.061]
+    """
+    metric = metric_name(metric)
+    distances = pair_distances(emb1, emb2, metric)
+    given = [x is not None for x in (labels1, labels2, cohort_labels)]
+    if any(given) and not all(given):
+        raise ValueError(
+            "labels1, labels2 and cohort_labels go together. Received: "
+            + ", ".join(f"{n}={'an array' if g else 'None'}"
+                        for n, g in zip(("labels1", "labels2", "cohort_labels"), given))
+        )
+    if all(given):
+        labels1 = _check_labels(labels1, len(distances), "labels1")
+        labels2 = _check_labels(labels2, len(distances), "labels2")
+    mean_a, std_a = cohort_statistics(emb1, cohort, metric, top_k, labels1, cohort_labels)
+    mean_b, std_b = cohort_statistics(emb2, cohort, metric, top_k, labels2, cohort_labels)
     return 0.5 * ((distances - mean_a) / std_a + (distances - mean_b) / std_b)
+
+
+def s_norm_cross_distances(
+    queries, gallery, cohort, metric: str = "L2", top_k: int | None = None
+) -> np.ndarray:
+    """S-normalised distances between every query and every gallery row.
+
+    The matrix version of ``s_norm_distances`` (entry ``[q, g]`` is
+    ``s_norm_distances(queries[q:q+1], gallery[g:g+1], cohort)``), for
+    identification against a gallery.
+
+    Args:
+        queries: array-like ``[Q, D]``.
+        gallery: array-like ``[G, D]``.
+        cohort, metric, top_k: as ``s_norm_distances``.
+
+    Returns:
+        float64 ``[Q, G]``.
+
+    Raises:
+        ValueError: as ``s_norm_distances``.
+
+    Examples:
+
+    >>> cohort = [[0.0, 1.0], [0.0, -1.0], [2.0, 0.0]]
+    >>> s_norm_cross_distances([[0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]], cohort).shape
+    (1, 2)
+    """
+    metric = metric_name(metric)
+    q = as_embeddings(queries, "queries")
+    g = as_embeddings(gallery, "gallery")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(
+            "queries and gallery must have the same dimension. Received: "
+            f"queries.shape={q.shape}, gallery.shape={g.shape}"
+        )
+    distances = cross_distances(q, g, metric)
+    mean_q, std_q = cohort_statistics(q, cohort, metric, top_k)
+    mean_g, std_g = cohort_statistics(g, cohort, metric, top_k)
+    return 0.5 * ((distances - mean_q[:, None]) / std_q[:, None]
+                  + (distances - mean_g[None, :]) / std_g[None, :])
 
 
 def _cumulative_counts(distances: np.ndarray, same: np.ndarray):
