@@ -146,3 +146,39 @@ def test_bad_input():
     # Rates without a denominator are None, not NaN.
     out = evaluate_open_set(gallery, [[0.0, 1.0]], ["ana"], 1.0)
     assert out["false_accept_rate"] is None and out["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["mean", "all"])
+def test_gallery_with_cohort_uses_s_norm(mode):
+    from fsl.evaluation import s_norm_distances
+
+    rng = np.random.default_rng(7)
+    enrolled = rng.normal(size=(6, 5))
+    names = ["ana", "ana", "bo", "bo", "cy", "dee"]
+    cohort = rng.normal(size=(9, 5))
+    queries = rng.normal(size=(4, 5))
+    gallery = Gallery(mode=mode, cohort=cohort).enroll(enrolled, names)
+    templates, template_names = gallery.templates()
+    got_names, got = gallery.nearest(queries)
+    for q, (name, distance) in enumerate(zip(got_names, got)):
+        # Reference: each (query, template) pair S-normalised on its own.
+        scores = [s_norm_distances(queries[q:q + 1], t[None], cohort)[0] for t in templates]
+        assert distance == pytest.approx(min(scores), rel=1e-9)
+        assert name == template_names[int(np.argmin(scores))]
+    # Thresholds are on the S-norm scale, negative ones included.
+    cut = float(np.median(got))
+    answers, _ = gallery.identify(queries, threshold=cut)
+    assert answers == [n if d <= cut else None for n, d in zip(got_names, got)]
+    assert "cohort=9 rows" in repr(gallery)
+
+
+def test_gallery_cohort_errors():
+    with pytest.raises(ValueError, match="top_k=3"):
+        Gallery(top_k=3)
+    with pytest.raises(ValueError, match=r"cohort.shape=\(1, 2\)"):
+        Gallery(cohort=[[0.0, 1.0]])
+    with pytest.raises(ValueError, match="top_k=5"):
+        Gallery(cohort=np.ones((4, 2)), top_k=5)
+    gallery = Gallery(cohort=np.ones((4, 3))).enroll([[0.0, 1.0]], "ana")
+    with pytest.raises(ValueError, match=r"dimension 2.*cohort.shape=\(4, 3\)"):
+        gallery.nearest([[0.0, 1.0]])

@@ -63,6 +63,11 @@ class Gallery:
             ``"angular"``), one template per person; ``"all"``: every enrolled
             embedding is kept and a query's distance to a person is its
             distance to that person's closest embedding.
+        cohort: optional ``[C, D]`` embeddings of people who are neither
+            enrolled nor queried (e.g. the training faces): distances are then
+            S-normalised against it (``fsl.evaluation.s_norm_cross_distances``),
+            and thresholds are on that scale (often negative).
+        top_k: adaptive S-norm, as ``fsl.evaluation.s_norm_distances``.
 
     Examples:
 
@@ -71,11 +76,21 @@ class Gallery:
     ['ana', None]
     """
 
-    def __init__(self, metric: str = "L2", mode: str = "mean"):
+    def __init__(self, metric: str = "L2", mode: str = "mean", cohort=None,
+                 top_k: Optional[int] = None):
         self.metric = metric_name(metric)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}. Received: mode={mode!r}")
         self.mode = mode
+        if cohort is None and top_k is not None:
+            raise ValueError(f"top_k needs a cohort. Received: cohort=None, top_k={top_k!r}")
+        if cohort is not None:
+            from fsl.evaluation.verification import _check_cohort
+
+            cohort = as_embeddings(cohort, "cohort")
+            cohort, top_k = _check_cohort(cohort, cohort.shape[1], top_k)
+        self.cohort = cohort
+        self.top_k = top_k
         self._embeddings: list[np.ndarray] = []
         self._names: list[Hashable] = []
 
@@ -154,7 +169,12 @@ class Gallery:
                 "query_embeddings must have the gallery's dimension "
                 f"({templates.shape[1]}). Received: shape {query.shape}"
             )
-        distances = cross_distances(query, templates, self.metric)
+        if self.cohort is None:
+            distances = cross_distances(query, templates, self.metric)
+        else:
+            from fsl.evaluation.verification import s_norm_cross_distances
+
+            distances = s_norm_cross_distances(query, templates, self.cohort, self.metric, self.top_k)
         best = np.argmin(distances, axis=1)
         return [names[i] for i in best], distances[np.arange(len(query)), best]
 
@@ -179,8 +199,9 @@ class Gallery:
         return names, distances
 
     def __repr__(self) -> str:
+        cohort = "" if self.cohort is None else f", cohort={len(self.cohort)} rows"
         return (f"Gallery(metric={self.metric!r}, mode={self.mode!r}, "
-                f"people={len(self)}, embeddings={len(self._embeddings)})")
+                f"people={len(self)}, embeddings={len(self._embeddings)}{cohort})")
 
 
 def _outcomes(gallery: Gallery, query_emb, query_names):
