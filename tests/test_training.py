@@ -416,6 +416,24 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     assert metrics["s_norm_verification_std"] == pytest.approx(want["std_accuracy"], abs=1e-6)
     assert evaluate_run(tmp_path / "f")["s_norm_verification_accuracy"] == pytest.approx(
         metrics["s_norm_verification_accuracy"], abs=1e-6)
+    # The deployable thresholds, chosen on training pairs, judged on the test
+    # pairs; the S-norm one scores the training pairs against the training
+    # faces without each side's own person, as the test people are absent
+    # from the cohort. cohort.npy keeps the cohort for verifying later.
+    from fsl.evaluation import accuracy_at_threshold
+
+    np.testing.assert_allclose(np.load(tmp_path / "f" / "cohort.npy"), emb, rtol=1e-4, atol=1e-5)
+    raw = pair_distances(test_emb[i], test_emb[j])
+    assert metrics["accuracy_at_threshold"] == pytest.approx(
+        accuracy_at_threshold(raw, same, metrics["threshold"]))
+    ti, tj, tsame = verification_pairs(y_train, seed=0)
+    train_s = s_norm_distances(emb[ti], emb[tj], emb, labels1=y_train[ti], labels2=y_train[tj],
+                               cohort_labels=y_train)
+    s_threshold, _ = best_threshold(train_s, tsame)
+    assert metrics["s_norm_threshold"] == pytest.approx(s_threshold, rel=1e-3, abs=1e-4)
+    assert metrics["s_norm_accuracy_at_threshold"] == pytest.approx(
+        accuracy_at_threshold(s_norm_distances(test_emb[i], test_emb[j], emb), same,
+                              metrics["s_norm_threshold"]), abs=1 / len(same) + 1e-9)
 
 
 def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
@@ -436,6 +454,7 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
         metrics["verification_accuracy"], abs=1e-6)
     assert metrics["embedding"] == "projection" and metrics["embedding_size"] == 64
     assert "s_norm_verification_accuracy" not in metrics and metrics["test_time_flip"] is False
+    assert "s_norm_threshold" not in metrics and not (tmp_path / "plain" / "cohort.npy").exists()
     model = keras.saving.load_model(tmp_path / "plain" / "model.keras")
     embedder = keras.saving.load_model(tmp_path / "plain" / "embedding.keras")
     names = [item.name for item in model.layers]

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_DIR = "saved_models"
 MODEL_FILE = "model.keras"
 EMBEDDING_FILE = "embedding.keras"
+COHORT_FILE = "cohort.npy"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -131,6 +132,11 @@ class RunDir:
     @property
     def embedding_path(self) -> pathlib.Path:
         return self.path / EMBEDDING_FILE
+
+    @property
+    def cohort_path(self) -> pathlib.Path:
+        """Embeddings of the training faces, S-norm's cohort (face runs)."""
+        return self.path / COHORT_FILE
 
     @property
     def config_path(self) -> pathlib.Path:

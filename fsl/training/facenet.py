@@ -100,16 +100,21 @@ def evaluate_faces(
         ``threshold`` (chosen on training pairs when the training faces are
         given, else on the evaluated pairs; ``threshold_source`` says which),
         ``precision_at_1`` (leave-one-out), ``nmi`` / ``ari`` / ``purity`` of
-        k-means with one cluster per identity, and the counts. With
-        ``score_norm="s-norm"``, also ``s_norm_verification_accuracy`` and
-        ``s_norm_verification_std``: the same 10-fold protocol, same pairs
-        and folds, on S-normalised distances.
+        k-means with one cluster per identity, and the counts. With the
+        training faces, also ``accuracy_at_threshold``: the test pairs judged
+        by that deployable threshold. With ``score_norm="s-norm"``, also
+        ``s_norm_verification_accuracy`` and ``s_norm_verification_std``: the
+        same 10-fold protocol, same pairs and folds, on S-normalised
+        distances; with the training labels, ``s_norm_threshold`` (chosen on
+        the training pairs, S-normalised against the training faces without
+        each side's own person) and ``s_norm_accuracy_at_threshold``.
 
     Raises:
         ValueError: for an unknown ``score_norm``, or ``"s-norm"`` without
             ``train_images``.
     """
     from fsl.evaluation import (
+        accuracy_at_threshold,
         best_threshold,
         cluster,
         clustering_scores,
@@ -137,11 +142,24 @@ def evaluate_faces(
         extra = {"s_norm_verification_accuracy": s_folds["mean_accuracy"],
                  "s_norm_verification_std": s_folds["std_accuracy"]}
     if train_embeddings is not None and train_labels is not None:
-        ti, tj, tsame = verification_pairs(np.asarray(train_labels), seed)
+        train_labels = np.asarray(train_labels)
+        ti, tj, tsame = verification_pairs(train_labels, seed)
         threshold, _ = best_threshold(
             pair_distances(train_embeddings[ti], train_embeddings[tj], metric), tsame
         )
         threshold_source = "training pairs"
+        extra["accuracy_at_threshold"] = accuracy_at_threshold(distances, same, threshold)
+        if score_norm == "s-norm":
+            # The training pairs scored against the training faces, each side
+            # without its own person (as the test people are not in the cohort).
+            train_normalized = s_norm_distances(
+                train_embeddings[ti], train_embeddings[tj], train_embeddings, metric,
+                labels1=train_labels[ti], labels2=train_labels[tj], cohort_labels=train_labels,
+            )
+            s_threshold, _ = best_threshold(train_normalized, tsame)
+            extra["s_norm_threshold"] = s_threshold
+            extra["s_norm_accuracy_at_threshold"] = accuracy_at_threshold(
+                normalized, same, s_threshold)
     else:
         threshold, _ = best_threshold(distances, same)
         threshold_source = "evaluated pairs"
@@ -286,7 +304,10 @@ def train_facenet(
         score_norm: ``"s-norm"`` (default): the metrics also include
             ``s_norm_verification_accuracy``, pairs scored by
             ``fsl.evaluation.s_norm_distances`` with the training faces as
-            the cohort; ``None``: raw distances only.
+            the cohort, and ``s_norm_threshold``; the run folder keeps the
+            cohort (``cohort.npy``, the training faces' embeddings) for
+            ``fsl.faces.FacePipeline.from_run``, ``fsl verify`` and
+            ``fsl export --kind verifier``; ``None``: raw distances only.
         split_seed: seed of the identity split and of the evaluation
             (pairs, folds, k-means); default ``seed``. Fix it and vary
             ``seed`` to repeat a run on the same people with other initial
@@ -395,6 +416,9 @@ def train_facenet(
         embedder = models.flip_averaged_embedding(embedder)
     model.save(run_dir.model_path)
     embedder.save(run_dir.embedding_path)
+    if score_norm == "s-norm":
+        # The cohort S-norm scores against when the run verifies or exports.
+        np.save(run_dir.cohort_path, common.predict(embedder, x_train).astype(np.float32))
 
     # === Evaluation ===
     metrics = evaluate_faces(embedder, x_test, y_test, seed=split_seed,
