@@ -5,7 +5,7 @@ Commands::
     fsl train {siamese-mnist,triplet-mnist,mtfl,facenet} [options]
     fsl evaluate RUN_DIR                 # re-evaluate a run, print JSON metrics
     fsl embed RUN_DIR IMAGES... --out embeddings.npy
-    fsl export RUN_DIR [--kind embedding|verifier|mtfl] [--export-dir DIR]
+    fsl export RUN_DIR [--kind embedding|verifier|mtfl] [--export-dir DIR] [--score-norm s-norm]
     fsl verify A.jpg B.jpg --model RUN_DIR      # distance, threshold, decision
     fsl identify --gallery DIR PHOTO --model RUN_DIR
     fsl cluster DIR --model RUN_DIR [--n-clusters N] [--out DIR]
@@ -472,6 +472,7 @@ def _run_embed(args) -> int:
 
 def _run_export(args) -> int:
     import keras
+    import numpy as np
 
     from fsl.training._runs import open_run
 
@@ -482,6 +483,8 @@ def _run_export(args) -> int:
     except ImportError as error:  # pragma: no cover - fsl.export is part of fsl
         raise CliError(f"fsl.export is not available: {error}") from None
     kind = args.kind or ("mtfl" if config.get("task") == "mtfl" else "embedding")
+    if args.score_norm == "s-norm" and kind != "verifier":
+        raise ValueError(f"--score-norm s-norm applies to --kind verifier. Received: --kind {kind}")
     export_dir = pathlib.Path(args.export_dir or run_dir.path / "export" / kind)
     prep = (config.get("preprocessing") or {}).get("standardize")
     if kind == "mtfl":
@@ -498,16 +501,24 @@ def _run_export(args) -> int:
         metrics = run_dir.read_metrics()
         if "threshold" not in metrics:
             raise ValueError(f"{str(run_dir.metrics_path)!r} has no threshold for a verifier")
+        has_cohort = run_dir.cohort_path.is_file() and "s_norm_threshold" in metrics
+        if args.score_norm == "s-norm" and not has_cohort:
+            raise ValueError(
+                f"--score-norm s-norm needs the run's cohort: {str(run_dir.path)!r} has no "
+                f"{run_dir.cohort_path.name} with an s_norm_threshold (train with S-norm)"
+            )
+        s_norm = args.score_norm == "s-norm"
         model = _load_embedding_model(run_dir)
         path = export.export_pair_verifier(
             model,
             export_dir,
-            threshold=metrics["threshold"],
+            threshold=metrics["s_norm_threshold" if s_norm else "threshold"],
             metric=metrics.get("metric", "L2"),
             preprocessing=prep,
             overwrite=args.overwrite,
             # The threshold was chosen on the embeddings as the model outputs them.
             normalize=False,
+            cohort=np.load(run_dir.cohort_path) if s_norm else None,
         )
     print(f"exported {kind} SavedModel to {path}")
     return 0
@@ -528,6 +539,14 @@ def _add_export_arguments(parser):
         help="what to export (default: mtfl for mtfl runs, else embedding)",
     )
     parser.add_argument("--export-dir", help="default RUN_DIR/export/KIND")
+    parser.add_argument(
+        "--score-norm",
+        choices=("none", "s-norm"),
+        default="none",
+        help="verifier only: none (default): raw distance and the run's threshold; s-norm: "
+        "the distance S-normalised against the run's training faces (cohort.npy, baked in) "
+        "and its s_norm_threshold",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty export dir")
 
 

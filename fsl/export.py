@@ -11,7 +11,8 @@ Three kinds of export:
 
 * ``export_embedding_model``: images -> L2-normalised embeddings ``[N, D]``.
 * ``export_pair_verifier``: two images -> ``distance`` ``[N]`` and ``same``
-  ``[N]`` (``distance <= threshold``), with the calibrated threshold baked in.
+  ``[N]`` (``distance <= threshold``), with the calibrated threshold baked in;
+  optionally S-normalised against a cohort of embeddings baked in too.
 * ``export_mtfl_model``: image -> landmarks in pixel coordinates ``[N, 5, 2]``
   and the attribute probabilities of the MTFL multitask model.
 
@@ -243,6 +244,40 @@ def _check_resize(resize: bool, hwc, argname: str = "model") -> bool:
     return resize
 
 
+def _check_cohort(cohort: Any, dim: Optional[int], normalize: bool):
+    """A ``[C >= 2, dim]`` finite float32 cohort, L2-normalised if ``normalize``."""
+    import numpy as np
+
+    from fsl.evaluation._validation import as_embeddings
+    from fsl.evaluation.verification import _check_cohort as check
+
+    array = as_embeddings(cohort, "cohort")
+    array, _ = check(array, array.shape[1] if dim is None else int(dim), None)
+    if normalize:
+        array = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+    return array.astype("float32")
+
+
+def _cohort_statistics(tf, embeddings, cohort, metric: str):
+    """Mean and std (floored) of each row's ``metric`` distances to the cohort,
+    in float32: the graph version of ``fsl.evaluation.cohort_statistics``."""
+    if metric == "angular":
+        a = tf.math.l2_normalize(embeddings, axis=-1)
+        c = tf.math.l2_normalize(cohort, axis=-1)
+        d = tf.maximum(1.0 - tf.matmul(a, c, transpose_b=True), 0.0)
+    else:
+        squared = (
+            tf.reduce_sum(tf.square(embeddings), axis=-1, keepdims=True)
+            + tf.reduce_sum(tf.square(cohort), axis=-1)[None, :]
+            - 2.0 * tf.matmul(embeddings, cohort, transpose_b=True)
+        )
+        squared = tf.maximum(squared, 0.0)
+        d = squared if metric == "squared-L2" else tf.sqrt(squared)
+    mean = tf.reduce_mean(d, axis=-1)
+    std = tf.sqrt(tf.reduce_mean(tf.square(d - mean[:, None]), axis=-1))
+    return mean, tf.maximum(std, 1e-12)
+
+
 def _add_info(archive, tf, info: dict):
     archive.add_variable_collection(
         "fsl_export_info",
@@ -354,6 +389,7 @@ def export_pair_verifier(
     overwrite: bool = False,
     resize: bool = False,
     normalize: bool = True,
+    cohort: Any = None,
 ) -> str:
     """Export a face verifier: two images -> distance and same / different.
 
@@ -367,6 +403,9 @@ def export_pair_verifier(
     * ``"threshold"``: ``[N] float32``, the baked-in threshold repeated (one
       per row, so that every output has the batch dimension, as TensorFlow
       Serving's row format needs).
+    * with a ``cohort``: ``"distance"`` is the S-normalised distance
+      (``fsl.evaluation.s_norm_distances`` against the baked-in cohort, in
+      float32) and ``"raw_distance"`` the distance before normalisation.
 
     Signatures: ``"serving_default"`` (``float32`` pixels in ``0..255``) and
     ``"serve_uint8"`` (``uint8``). The threshold is also stored as a
@@ -386,7 +425,11 @@ def export_pair_verifier(
         resize: as in ``export_embedding_model``.
         normalize: L2-normalise the embeddings before measuring the
             distance (default True; a no-op for models that end in
-            ``L2Normalize``).
+            ``L2Normalize``); the cohort rows too.
+        cohort: optional ``[C, D]`` embeddings of other people (``C >= 2``,
+            e.g. a face run's ``cohort.npy``) to S-normalise the distance
+            against; ``threshold`` is then on the S-norm scale (e.g. the
+            run's ``s_norm_threshold``) and may be negative.
 
     Returns:
         The path of the SavedModel, a string.
@@ -395,8 +438,9 @@ def export_pair_verifier(
         RuntimeError: if the Keras backend is not TensorFlow.
         FileExistsError: if ``export_dir`` is not empty and ``overwrite`` is
             False.
-        ValueError: for a negative / non-finite threshold, an unknown metric
-            or preprocessing, or a model without one image input.
+        ValueError: for a non-finite threshold (or a negative one without a
+            cohort), an unknown metric or preprocessing, a model without one
+            image input, or a cohort that is not ``[C >= 2, D]``.
 
     Examples:
 
@@ -412,9 +456,10 @@ def export_pair_verifier(
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"threshold must be a number. Received: threshold={threshold!r}")
     threshold = float(threshold)
-    if not math.isfinite(threshold) or threshold < 0:
+    if not math.isfinite(threshold) or (threshold < 0 and cohort is None):
         raise ValueError(
-            f"threshold must be a finite number >= 0. Received: threshold={threshold!r}"
+            "threshold must be a finite number (>= 0 without a cohort). "
+            f"Received: threshold={threshold!r}"
         )
     metric = distances.canonical_name(metric)
     preprocessing = _check_preprocessing(preprocessing)
@@ -426,12 +471,17 @@ def export_pair_verifier(
             "embedding_model must have one [N, D] output. Received: output shape(s) "
             f"{[tuple(o.shape) for o in embedding_model.outputs]}"
         )
+    if cohort is not None:
+        cohort = _check_cohort(cohort, embedding_model.outputs[0].shape[-1], normalize)
     path = _prepare_export_dir(export_dir, overwrite)
     standardize = _standardize_layer(preprocessing)
     call = _model_fn(embedding_model)
     paired = distances.get_paired(metric)
     threshold_variable = tf.Variable(
         float(threshold), dtype=tf.float32, trainable=False, name="threshold"
+    )
+    cohort_variable = None if cohort is None else tf.Variable(
+        cohort, dtype=tf.float32, trainable=False, name="cohort"
     )
 
     def embed(images, name):
@@ -447,13 +497,20 @@ def export_pair_verifier(
         )
         with tf.control_dependencies([check] if check is not None else []):
             image_a, image_b = tf.identity(image_a), tf.identity(image_b)
-        distance = paired(embed(image_a, "image_a"), embed(image_b, "image_b"))
-        distance = tf.cast(distance, tf.float32)
+        a, b = embed(image_a, "image_a"), embed(image_b, "image_b")
+        distance = tf.cast(paired(a, b), tf.float32)
+        outputs = {}
+        if cohort_variable is not None:
+            outputs["raw_distance"] = distance
+            mean_a, std_a = _cohort_statistics(tf, a, cohort_variable, metric)
+            mean_b, std_b = _cohort_statistics(tf, b, cohort_variable, metric)
+            distance = 0.5 * ((distance - mean_a) / std_a + (distance - mean_b) / std_b)
         t = tf.identity(threshold_variable)
         return {
             "distance": distance,
             "same": tf.less_equal(distance, t),
             "threshold": tf.fill(tf.shape(distance), t),
+            **outputs,
         }
 
     archive = keras.export.ExportArchive()
@@ -461,12 +518,15 @@ def export_pair_verifier(
     for signature, specs in _input_specs(tf, ["image_a", "image_b"], hwc, resize).items():
         archive.add_endpoint(signature, verify, input_signature=specs)
     archive.add_variable_collection("threshold", [threshold_variable])
+    if cohort_variable is not None:
+        archive.add_variable_collection("cohort", [cohort_variable])
     _add_info(
         archive,
         tf,
         {"kind": "pair_verifier", "preprocessing": preprocessing, "resize": resize,
          "input_shape": list(hwc), "metric": metric, "threshold": float(threshold),
-         "normalize": normalize},
+         "normalize": normalize, "score_norm": None if cohort is None else "s-norm",
+         "cohort_size": 0 if cohort is None else int(len(cohort))},
     )
     return _write(archive, path)
 

@@ -85,6 +85,14 @@ def _images(rng, n, hw, c=1) -> np.ndarray:
 # === Exports (written once) ===
 
 
+# (kind, model, image a, image b, preprocessing, metric, normalize) of the
+# S-norm verifiers.
+_S_NORM_CASES = [
+    ("verifier_snorm", "facenet", "face_a", "face_b", None, "L2", True),
+    ("verifier_snorm_enc", "encoder", "enc", "enc_b", "fixed", "angular", False),
+]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
@@ -128,6 +136,24 @@ def setup(tmp_path_factory):
     d_sorted = np.sort(d)
     enc_threshold = float((d_sorted[1] + d_sorted[2]) / 2)
 
+    # S-norm verifiers: a cohort of other embeddings baked in. The facenet
+    # one L2 (its cohort is normalised by the export), the encoder one
+    # angular on raw embeddings; thresholds between two observed S-norm
+    # distances (negative ones are allowed on that scale).
+    from fsl.evaluation import s_norm_distances
+
+    cohorts = {"verifier_snorm": rng.normal(size=(7, facenet.output_shape[-1])),
+               "verifier_snorm_enc": rng.normal(size=(6, encoder.output_shape[-1]))}
+    s_thresholds = {}
+    for kind, model_key, a_key, b_key, prep, metric, norm in _S_NORM_CASES:
+        model = {"facenet": facenet, "encoder": encoder}[model_key]
+        ea = _predict(model, _np_preprocess(inputs[f"{a_key}_5"], prep))
+        eb = _predict(model, _np_preprocess(inputs[f"{b_key}_5"], prep))
+        cohort = _l2n(cohorts[kind]) if norm else cohorts[kind]
+        d_sorted = np.sort(s_norm_distances(_l2n(ea) if norm else ea, _l2n(eb) if norm else eb,
+                                            cohort, metric))
+        s_thresholds[kind] = float((d_sorted[1] + d_sorted[2]) / 2)
+
     paths = {
         "emb_fixed": export.export_embedding_model(
             encoder, root / "emb_fixed", preprocessing="fixed"
@@ -147,6 +173,15 @@ def setup(tmp_path_factory):
             normalize=False,  # distances between the raw embeddings
         ),
         "mtfl": export.export_mtfl_model(mtfl, root / "mtfl", resize=True),
+        "verifier_snorm": export.export_pair_verifier(
+            facenet, root / "verifier_snorm", threshold=s_thresholds["verifier_snorm"],
+            preprocessing=None, cohort=cohorts["verifier_snorm"],
+        ),
+        "verifier_snorm_enc": export.export_pair_verifier(
+            encoder, root / "verifier_snorm_enc", threshold=s_thresholds["verifier_snorm_enc"],
+            metric="angular", preprocessing="fixed", normalize=False,
+            cohort=cohorts["verifier_snorm_enc"],
+        ),
     }
     np.savez(root / "inputs.npz", **inputs)
     return {
@@ -156,7 +191,9 @@ def setup(tmp_path_factory):
         "encoder": encoder,
         "facenet": facenet,
         "mtfl": mtfl,
-        "thresholds": {"verifier_face": face_threshold, "verifier_enc": enc_threshold},
+        "thresholds": {"verifier_face": face_threshold, "verifier_enc": enc_threshold,
+                       **s_thresholds},
+        "cohorts": cohorts,
     }
 
 
@@ -189,6 +226,10 @@ _SCRIPT = textwrap.dedent(
             "verifier_enc": {"image_a": inputs[f"enc_{b}"],
                              "image_b": inputs[f"enc_b_{b}"]},
             "mtfl": {"images": inputs[f"mtfl_{b}"]},
+            "verifier_snorm": {"image_a": inputs[f"face_a_{b}"],
+                               "image_b": inputs[f"face_b_{b}"]},
+            "verifier_snorm_enc": {"image_a": inputs[f"enc_{b}"],
+                                   "image_b": inputs[f"enc_b_{b}"]},
         }
         for kind, feed in feeds.items():
             for sig, dtype in (("serving_default", tf.float32), ("serve_uint8", tf.uint8)):
@@ -196,7 +237,7 @@ _SCRIPT = textwrap.dedent(
                 result = loaded[kind].signatures[sig](**args)
                 for name, value in result.items():
                     out[f"{kind}|{sig}|{b}|{name}"] = value.numpy()
-    for kind in ("verifier_face", "verifier_enc"):
+    for kind in ("verifier_face", "verifier_enc", "verifier_snorm", "verifier_snorm_enc"):
         out[f"{kind}|attr_threshold"] = loaded[kind].threshold[0].numpy()
     np.savez(root + "/outputs.npz", **out)
     report["keras_after_calls"] = sorted(
@@ -316,6 +357,15 @@ def test_embedding_export_resizes_then_prewhitens(setup, fresh, batch):
         np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
 
 
+def _pair_embeddings(setup, model_key, a_key, b_key, preprocessing, normalize, batch):
+    """The in-Keras embeddings of a verifier's two inputs, and the normalisation."""
+    model, inputs = setup[model_key], setup["inputs"]
+    norm = _l2n if normalize else (lambda e: e)
+    ea = norm(_predict(model, _np_preprocess(inputs[f"{a_key}_{batch}"], preprocessing)))
+    eb = norm(_predict(model, _np_preprocess(inputs[f"{b_key}_{batch}"], preprocessing)))
+    return ea, eb, norm
+
+
 @pytest.mark.parametrize(
     "kind, model_key, a_key, b_key, preprocessing, metric, normalize",
     [
@@ -328,11 +378,8 @@ def test_pair_verifier_matches_model(
     setup, fresh, kind, model_key, a_key, b_key, preprocessing, metric, normalize, batch
 ):
     out = _outputs(fresh)
-    model, inputs = setup[model_key], setup["inputs"]
     threshold = setup["thresholds"][kind]
-    norm = _l2n if normalize else (lambda e: e)
-    ea = norm(_predict(model, _np_preprocess(inputs[f"{a_key}_{batch}"], preprocessing)))
-    eb = norm(_predict(model, _np_preprocess(inputs[f"{b_key}_{batch}"], preprocessing)))
+    ea, eb, norm = _pair_embeddings(setup, model_key, a_key, b_key, preprocessing, normalize, batch)
     expected = _np_distance(ea, eb, metric)
     for signature in ("serving_default", "serve_uint8"):
         distance = out[f"{kind}|{signature}|{batch}|distance"]
@@ -350,6 +397,47 @@ def test_pair_verifier_matches_model(
         assert same.any() and not same.all(), "the threshold should split the pairs"
         if kind == "verifier_face":
             assert same[0] and distance[0] < 1e-3  # identical images
+
+
+@pytest.mark.parametrize("case", _S_NORM_CASES, ids=[c[0] for c in _S_NORM_CASES])
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_s_norm_verifier_matches_numpy(setup, fresh, case, batch):
+    """The baked-in S-norm equals fsl.evaluation.s_norm_distances (float64)."""
+    from fsl.evaluation import s_norm_distances
+
+    kind, model_key, a_key, b_key, preprocessing, metric, normalize = case
+    out = _outputs(fresh)
+    threshold = setup["thresholds"][kind]
+    ea, eb, norm = _pair_embeddings(setup, model_key, a_key, b_key, preprocessing, normalize, batch)
+    expected = s_norm_distances(ea, eb, norm(setup["cohorts"][kind]), metric)
+    for signature in ("serving_default", "serve_uint8"):
+        got = {name: out[f"{kind}|{signature}|{batch}|{name}"]
+               for name in ("distance", "raw_distance", "same", "threshold")}
+        np.testing.assert_allclose(got["distance"], expected, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got["raw_distance"], _np_distance(ea, eb, metric),
+                                   atol=ATOL, rtol=0)
+        np.testing.assert_array_equal(got["same"], expected <= threshold)
+        np.testing.assert_allclose(got["threshold"], np.full(batch, threshold), rtol=1e-6)
+    np.testing.assert_allclose(out[f"{kind}|attr_threshold"], threshold, rtol=1e-6)
+    if batch == 5:
+        assert got["same"].any() and not got["same"].all(), "the threshold should split the pairs"
+    info = export.export_info(setup["paths"][kind])
+    assert info["score_norm"] == "s-norm" and info["cohort_size"] == len(setup["cohorts"][kind])
+
+
+def test_s_norm_verifier_bad_cohort(setup, tmp_path):
+    facenet = setup["facenet"]
+    dim = facenet.output_shape[-1]
+    with pytest.raises(ValueError, match=r"cohort.shape=\(1, "):
+        export.export_pair_verifier(facenet, tmp_path / "a", 0.5, preprocessing=None,
+                                    cohort=np.ones((1, dim)))
+    with pytest.raises(ValueError, match=rf"dimension {dim}.*cohort.shape=\(3, {dim + 1}\)"):
+        export.export_pair_verifier(facenet, tmp_path / "b", 0.5, preprocessing=None,
+                                    cohort=np.ones((3, dim + 1)))
+    # A negative threshold is an S-norm threshold: only with a cohort.
+    with pytest.raises(ValueError, match="threshold=-0.5"):
+        export.export_pair_verifier(facenet, tmp_path / "c", -0.5, preprocessing=None)
+    assert not any(tmp_path.iterdir())  # nothing written by the failed calls
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "serve_uint8"])

@@ -37,16 +37,49 @@ def _main(capsys, *argv):
 
 
 def test_verify_prints_distance_threshold_decision(run_dir, orl_dir, capsys):
+    # Raw distances and the run's threshold by default; --score-norm s-norm
+    # normalises against the run's cohort.npy, with its s_norm_threshold.
+    from fsl.evaluation import pair_distances, s_norm_distances
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cohort = np.load(run_dir / "cohort.npy")
     a, b = orl_dir / "s01" / "01.png", orl_dir / "s02" / "01.png"
+    raw_pipeline = FacePipeline.from_run(run_dir, detect_faces=False)
+    assert raw_pipeline.cohort is None
+    emb_a, emb_b = raw_pipeline.embed(a)[None], raw_pipeline.embed(b)[None]
     status, out, _ = _main(capsys, "verify", a, b, "--model", run_dir, "--no-detect", "--json")
-    assert status == 0
     got = json.loads(out)
-    want = FacePipeline.from_run(run_dir, detect_faces=False).verify(a, b)
-    assert got["distance"] == pytest.approx(want.distance, rel=1e-4, abs=1e-5)
-    assert got["threshold"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["threshold"])
+    assert status == 0 and got["score_norm"] is False
+    assert got["distance"] == pytest.approx(pair_distances(emb_a, emb_b)[0], rel=1e-4, abs=1e-5)
+    assert got["threshold"] == pytest.approx(metrics["threshold"])
+    assert got["same"] == (got["distance"] <= got["threshold"])
+    status, out, _ = _main(capsys, "verify", a, b, "--model", run_dir, "--no-detect", "--json",
+                           "--score-norm", "s-norm")
+    got = json.loads(out)
+    assert status == 0 and got["score_norm"] is True
+    want = s_norm_distances(emb_a, emb_b, cohort)[0]
+    assert got["distance"] == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert got["threshold"] == pytest.approx(metrics["s_norm_threshold"])
     assert got["same"] == (got["distance"] <= got["threshold"])
     status, out, _ = _main(capsys, "verify", a, a, "--model", run_dir, "--no-detect")
     assert status == 0 and "same person" in out and "distance 0.0000" in out
+    status, out, _ = _main(capsys, "verify", a, a, "--model", run_dir, "--no-detect",
+                           "--score-norm", "s-norm")
+    assert status == 0 and "same person" in out and "S-norm distance -" in out
+
+
+def test_score_norm_s_norm_needs_a_cohort(run_dir, tmp_path, orl_dir, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "cohort.npy").unlink()
+    a = orl_dir / "s01" / "01.png"
+    status, out, _ = _main(capsys, "verify", a, a, "--model", bare, "--no-detect", "--json")
+    assert status == 0 and json.loads(out)["score_norm"] is False
+    status, _, err = _main(capsys, "verify", a, a, "--model", bare, "--no-detect",
+                           "--score-norm", "s-norm")
+    assert status == 2 and "cohort.npy" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="score_norm='auto'"):
+        FacePipeline.from_run(run_dir, score_norm="auto")
 
 
 def test_verify_with_detection_finds_the_faces(run_dir, orl_dir, capsys):
@@ -57,24 +90,39 @@ def test_verify_with_detection_finds_the_faces(run_dir, orl_dir, capsys):
     assert json.loads(out)["distance"] == pytest.approx(want.distance, rel=1e-4, abs=1e-5)
 
 
-def test_identify_matches_a_direct_gallery(run_dir, orl_dir, tmp_path, capsys):
+def _direct_distances(query, enrolled, cohort):
+    from fsl.evaluation import pair_distances, s_norm_cross_distances
+
+    if cohort is not None:
+        return s_norm_cross_distances(query, enrolled, cohort)[0]
+    return pair_distances(np.repeat(query, len(enrolled), 0), enrolled)
+
+
+@pytest.mark.parametrize("score_norm", ["none", "s-norm"])
+def test_identify_matches_a_direct_gallery(run_dir, orl_dir, tmp_path, capsys, score_norm):
     gallery_dir = tmp_path / "gallery"
     people = ["s31", "s32", "s33", "s34"]  # the chapter's four employees
     for person in people:
         (gallery_dir / person).mkdir(parents=True)
         shutil.copy(orl_dir / person / "01.png", gallery_dir / person / "01.png")
-    pipeline = FacePipeline.from_run(run_dir, detect_faces=False)
-    gallery = Gallery(metric=pipeline.metric).enroll(
-        np.stack([pipeline.embed(orl_dir / p / "01.png") for p in people]), people
-    )
+    pipeline = FacePipeline.from_run(
+        run_dir, score_norm=None if score_norm == "none" else score_norm, detect_faces=False)
+    assert (pipeline.cohort is not None) == (score_norm == "s-norm")
+    enrolled = np.stack([pipeline.embed(orl_dir / p / "01.png") for p in people])
+    gallery = Gallery(metric=pipeline.metric, cohort=pipeline.cohort).enroll(enrolled, people)
     for query in (orl_dir / "s32" / "05.png", orl_dir / "s39" / "05.png"):
-        names, distances = gallery.identify(pipeline.embed(query)[None], pipeline.threshold)
+        embedding = pipeline.embed(query)[None]
+        names, distances = gallery.identify(embedding, pipeline.threshold)
+        # The gallery's distances, computed here independently.
+        assert distances[0] == pytest.approx(
+            _direct_distances(embedding, enrolled, pipeline.cohort).min(), rel=1e-9)
         status, out, err = _main(capsys, "identify", "--gallery", gallery_dir, query,
-                                 "--model", run_dir, "--no-detect", "--json")
+                                 "--model", run_dir, "--no-detect", "--json",
+                                 "--score-norm", score_norm)
         assert status == 0, err
         got = json.loads(out)
-        assert got["name"] == names[0]
-        assert got["distance"] == pytest.approx(distances[0], rel=1e-4, abs=1e-5)
+        assert got["name"] == names[0] and got["score_norm"] is (score_norm == "s-norm")
+        assert got["distance"] == pytest.approx(distances[0], rel=1e-4, abs=1e-4)
 
 
 def test_cluster_writes_one_grid_per_cluster(run_dir, orl_dir, tmp_path, capsys):
@@ -117,3 +165,43 @@ def test_bad_input_is_one_line_and_exit_2(case, run_dir, orl_dir, tmp_path, caps
     assert status == 2
     assert err.startswith("fsl: error: ") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(
+    __import__("keras").backend.backend() != "tensorflow",
+    reason="SavedModel export needs the TF backend",
+)
+def test_export_verifier_with_the_runs_s_norm(run_dir, orl_dir, tmp_path, capsys):
+    import tensorflow as tf
+
+    from fsl.evaluation import pair_distances, s_norm_distances
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    pipeline = FacePipeline.from_run(run_dir, detect_faces=False)
+    paths = [orl_dir / "s05" / "01.png", orl_dir / "s05" / "02.png", orl_dir / "s06" / "01.png"]
+    crops = np.stack([pipeline.faces(p)[0][1] for p in paths])  # float32 pixels 0..255
+    emb = pipeline.embed_images(crops)
+    a, b = crops[[0, 0]], crops[[1, 2]]
+    want_raw = pair_distances(emb[[0, 0]], emb[[1, 2]])
+    want = s_norm_distances(emb[[0, 0]], emb[[1, 2]], np.load(run_dir / "cohort.npy"))
+    for option, threshold, distance in (([], "threshold", want_raw),
+                                        (["--score-norm", "s-norm"], "s_norm_threshold", want)):
+        export_dir = tmp_path / ("s-norm" if option else "raw")
+        status, _, err = _main(capsys, "export", run_dir, "--kind", "verifier",
+                               "--export-dir", export_dir, *option)
+        assert status == 0, err
+        out = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
+            image_a=tf.constant(a), image_b=tf.constant(b))
+        np.testing.assert_allclose(out["distance"].numpy(), distance, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(out["threshold"].numpy(), metrics[threshold], rtol=1e-6)
+        assert ("raw_distance" in out) == bool(option)
+    # S-norm is for verifiers, and needs the run's cohort.
+    status, _, err = _main(capsys, "export", run_dir, "--kind", "embedding",
+                           "--export-dir", tmp_path / "e", "--score-norm", "s-norm")
+    assert status == 2 and "--kind verifier" in err
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "cohort.npy").unlink()
+    status, _, err = _main(capsys, "export", bare, "--kind", "verifier",
+                           "--export-dir", tmp_path / "v", "--score-norm", "s-norm")
+    assert status == 2 and "cohort.npy" in err and len(err.strip().splitlines()) == 1

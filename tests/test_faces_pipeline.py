@@ -150,3 +150,49 @@ def test_bad_arguments_name_the_value(tmp_path):
         list_images(tmp_path / "nope")
     with pytest.raises(ValueError, match="No images"):
         list_images(tmp_path)
+
+
+def test_s_norm_pipeline_verifies_and_clusters_on_the_normalised_scale(orl_setup):
+    """With a cohort (the 30 training people), the pipeline's distance is
+    fsl.evaluation.s_norm_distances' and its threshold is on that scale."""
+    from fsl.evaluation import s_norm_cross_distances, s_norm_distances
+
+    train, test, embedder = orl_setup
+    x_train, _ = load_images_numpy(train, image_size=SIZE, standardize=None)
+    cohort = embedder(x_train)
+    x_test, y_test = load_images_numpy(test, image_size=SIZE, standardize=None)
+    emb = embedder(x_test)
+    a, b = test.paths[0], test.paths[11]
+    want = s_norm_distances(emb[[0]], emb[[11]], cohort)[0]
+    # A negative threshold is valid on the S-norm scale (and only there).
+    pipeline = _pipeline(embedder, cohort=cohort, threshold=want - 0.01)
+    got = pipeline.verify(a, b)
+    assert got.distance == pytest.approx(want, rel=1e-3, abs=1e-3) and got.same is False
+    assert _pipeline(embedder, cohort=cohort, threshold=want + 0.01).verify(a, b).same is True
+    # Agglomerative clustering cut at an S-norm threshold: the same groups
+    # as cutting the S-norm distance matrix by hand (single pairs of people
+    # whose S-norm distance is below the cut join, the rest stay apart).
+    pick = [k for k, label in enumerate(y_test) if label < 3]
+    sub = emb[pick]
+    matrix = s_norm_cross_distances(sub, sub, cohort)
+    off = matrix[~np.eye(len(sub), dtype=bool)]
+    lowest = off.min()
+    labels = cluster_embeddings(sub, None, threshold=lowest - 1.0, cohort=cohort)
+    assert len(set(labels)) == len(sub)  # below every distance: all apart
+    labels = cluster_embeddings(sub, None, threshold=off.max() + 1.0, cohort=cohort)
+    assert len(set(labels)) == 1  # above every distance: one group
+    # Between: the two closest faces join first (average linkage).
+    i, j = np.unravel_index(np.argmin(np.where(np.eye(len(sub), dtype=bool), np.inf, matrix)),
+                            matrix.shape)
+    second = np.sort(np.unique(np.round(off, 12)))[1]
+    labels = cluster_embeddings(sub, None, threshold=(lowest + second) / 2, cohort=cohort)
+    assert len(set(labels)) == len(sub) - 1 and labels[i] == labels[j]
+    by_count = cluster_embeddings(sub, 3, cohort=cohort)
+    assert len(set(by_count)) == 3
+
+
+def test_bad_cohort_names_the_value():
+    with pytest.raises(ValueError, match=r"cohort.shape=\(1, 4\)"):
+        FacePipeline(lambda x: x, cohort=np.ones((1, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        FacePipeline(lambda x: x, cohort=np.full((3, 4), np.nan))

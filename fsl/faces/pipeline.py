@@ -22,7 +22,10 @@ Photos of already cropped faces (ORL, LFW crops) can skip detection with
 ``detect_faces=False``: the whole photo is then the face.
 
 Label convention: distances, smaller = more similar; a pair is the same
-person when ``distance <= threshold``.
+person when ``distance <= threshold``. With a ``cohort`` (a face run's
+training faces, loaded by ``from_run`` from ``cohort.npy``) the distances are
+S-normalised (``fsl.evaluation.s_norm_distances``) and the threshold is on
+that scale.
 """
 
 from __future__ import annotations
@@ -128,9 +131,16 @@ class FacePipeline:
             template), ``"crop"`` (FaceNet's box plus margin) or ``"none"``.
         margin: margin in pixels for ``align="crop"``.
         detect_faces: run MTCNN; ``False`` treats each photo as one face.
-        threshold: distance at or below which two faces are the same person.
+        threshold: distance at or below which two faces are the same person
+            (on the S-norm scale when ``cohort`` is given; it may then be
+            negative).
         metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
         min_confidence: detector score threshold.
+        cohort: optional ``[C, D]`` embeddings of other people (a face run's
+            training faces, ``cohort.npy``): distances in ``verify``,
+            ``identify`` and agglomerative ``cluster`` are then S-normalised
+            against it (``fsl.evaluation.s_norm_distances``), the score the
+            run's ``s_norm_verification_accuracy`` measures.
 
     Examples:
 
@@ -151,6 +161,7 @@ class FacePipeline:
         threshold: float = 1.0,
         metric: str = "L2",
         min_confidence: float = 0.9,
+        cohort: Optional[np.ndarray] = None,
     ):
         if isinstance(image_size, (int, np.integer)):
             image_size = (int(image_size), int(image_size))
@@ -168,8 +179,17 @@ class FacePipeline:
             )
         if align not in _ALIGN_MODES:
             raise ValueError(f"align must be one of {_ALIGN_MODES}. Received: align={align!r}")
-        if not np.isfinite(threshold) or threshold < 0:
-            raise ValueError(f"threshold must be a finite number >= 0. Received: threshold={threshold!r}")
+        if cohort is not None:
+            from fsl.evaluation._validation import as_embeddings
+            from fsl.evaluation.verification import _check_cohort
+
+            cohort = as_embeddings(cohort, "cohort")
+            _check_cohort(cohort, cohort.shape[1], None)
+        if not np.isfinite(threshold) or (threshold < 0 and cohort is None):
+            raise ValueError(
+                "threshold must be a finite number (>= 0 for raw distances, without a "
+                f"cohort). Received: threshold={threshold!r}"
+            )
         from fsl.evaluation.verification import pair_distances
 
         pair_distances(np.zeros((1, 2)), np.zeros((1, 2)), metric)  # validates the metric
@@ -183,12 +203,15 @@ class FacePipeline:
         self.threshold = float(threshold)
         self.metric = metric
         self.min_confidence = float(min_confidence)
+        self.cohort = cohort
         self._embed_fn = self._make_embed_fn(embedder)
 
     # === Construction from saved artefacts ===
 
     @classmethod
-    def from_run(cls, run_dir: PathLike, **overrides: Any) -> "FacePipeline":
+    def from_run(
+        cls, run_dir: PathLike, score_norm: Optional[str] = None, **overrides: Any
+    ) -> "FacePipeline":
         """Build a pipeline from a run folder written by ``fsl train facenet``.
 
         Loads the run's embedding model, and takes from ``config.json`` its
@@ -196,10 +219,28 @@ class FacePipeline:
         ``metrics.json`` the metric and the verification threshold. Keyword
         arguments override what the files say.
 
+        Args:
+            run_dir: the run folder.
+            score_norm: ``None`` (default): raw distances and the run's
+                ``threshold``; ``"s-norm"``: distances S-normalised against
+                the run's training faces (``cohort.npy``, saved by runs trained
+                with ``score_norm="s-norm"``) and the run's
+                ``s_norm_threshold``. Both thresholds are chosen on training
+                pairs; the run's ``accuracy_at_threshold`` and
+                ``s_norm_accuracy_at_threshold`` say how each did on the
+                unseen people (on ORL the S-norm one did worse: README).
+            **overrides: ``FacePipeline`` arguments.
+
         Raises:
-            FileNotFoundError: if the folder or its model is missing.
-            ValueError: if the run records no preprocessing.
+            FileNotFoundError: if the folder or its model is missing, or
+                ``score_norm="s-norm"`` and the run has no cohort.
+            ValueError: if the run records no preprocessing, or for an
+                unknown ``score_norm``.
         """
+        if score_norm not in (None, "s-norm"):
+            raise ValueError(
+                f"score_norm must be None or 's-norm'. Received: score_norm={score_norm!r}"
+            )
         import keras
 
         import fsl  # noqa: F401  (registers fsl's layers for load_model)
@@ -222,8 +263,20 @@ class FacePipeline:
             kwargs["metric"] = metrics["metric"]
         if "threshold" in metrics:
             kwargs["threshold"] = float(metrics["threshold"])
+        has_cohort = run.cohort_path.is_file() and "s_norm_threshold" in metrics
+        if score_norm == "s-norm" and not has_cohort:
+            raise FileNotFoundError(
+                f"{str(run.path)!r} has no S-norm cohort ({run.cohort_path.name} and "
+                "s_norm_threshold): train it with score_norm='s-norm', or pass score_norm=None"
+            )
+        if score_norm == "s-norm":
+            kwargs["cohort"] = np.load(run.cohort_path)
+            kwargs["threshold"] = float(metrics["s_norm_threshold"])
         kwargs.update(overrides)
-        logger.info("FacePipeline from %s: %s", run.path, kwargs)
+        logger.info(
+            "FacePipeline from %s: %s", run.path,
+            {k: (f"{len(v)} rows" if k == "cohort" else v) for k, v in kwargs.items()},
+        )
         return cls(keras.saving.load_model(path), **kwargs)
 
     @classmethod
@@ -338,10 +391,14 @@ class FacePipeline:
         return self.embed_images(found[0][1][None])[0]
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Distances between rows of two embedding arrays (``self.metric``)."""
-        from fsl.evaluation.verification import pair_distances
+        """Distances between rows of two embedding arrays (``self.metric``),
+        S-normalised against ``self.cohort`` when the pipeline has one."""
+        from fsl.evaluation.verification import pair_distances, s_norm_distances
 
-        return pair_distances(np.atleast_2d(a), np.atleast_2d(b), self.metric)
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        if self.cohort is not None:
+            return s_norm_distances(a, b, self.cohort, self.metric)
+        return pair_distances(a, b, self.metric)
 
     # === Decisions ===
 
@@ -373,7 +430,7 @@ class FacePipeline:
             names.append(path.parent.name)
         if not embeddings:
             raise ValueError(f"No enrolable face found in gallery {str(root)!r}")
-        gallery = Gallery(metric=self.metric)
+        gallery = Gallery(metric=self.metric, cohort=self.cohort)
         gallery.enroll(np.stack(embeddings), names)
         return gallery
 
@@ -408,7 +465,9 @@ class FacePipeline:
                 logger.warning("Skipping %s: no face found", path)
         if len(embeddings) < 2:
             raise ValueError(f"Need at least 2 faces to cluster in {str(directory)!r}")
-        labels = cluster_embeddings(np.stack(embeddings), n_clusters, method, self.threshold, self.metric)
+        labels = cluster_embeddings(
+            np.stack(embeddings), n_clusters, method, self.threshold, self.metric, self.cohort
+        )
         groups: dict[int, list[pathlib.Path]] = {}
         for label, path in zip(labels, paths):
             groups.setdefault(int(label), []).append(path)
@@ -422,8 +481,14 @@ def cluster_embeddings(
     method: str = "agglomerative",
     threshold: float = 1.0,
     metric: str = "L2",
+    cohort: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Cluster labels of embeddings; with ``n_clusters=None``, cut at ``threshold``."""
+    """Cluster labels of embeddings; with ``n_clusters=None``, cut at ``threshold``.
+
+    With a ``cohort``, agglomerative clustering runs on the S-normalised
+    distances (``fsl.evaluation.s_norm_cross_distances``) and ``threshold``
+    is on that scale; k-means always works on the embeddings themselves.
+    """
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
     if method not in ("agglomerative", "kmeans"):
@@ -436,6 +501,8 @@ def cluster_embeddings(
         if n_clusters is None:
             raise ValueError("method='kmeans' needs n_clusters. Received: n_clusters=None")
         return KMeans(n_clusters, n_init=10, random_state=0).fit_predict(embeddings)
+    if cohort is not None:
+        return _cluster_s_norm(embeddings, n_clusters, threshold, metric, cohort)
     sk_metric = "cosine" if metric == "angular" else "euclidean"
     if n_clusters is None:
         cut = threshold if metric != "squared-L2" else float(np.sqrt(threshold))
@@ -445,6 +512,31 @@ def cluster_embeddings(
     else:
         model = AgglomerativeClustering(n_clusters=n_clusters, metric=sk_metric, linkage="average")
     return model.fit_predict(embeddings)
+
+
+def _cluster_s_norm(embeddings, n_clusters, threshold, metric, cohort) -> np.ndarray:
+    """Average-linkage clustering on S-normalised distances."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from fsl.evaluation.verification import s_norm_cross_distances
+
+    distances = s_norm_cross_distances(embeddings, embeddings, cohort, metric)
+    distances = (distances + distances.T) / 2  # symmetric up to rounding
+    off_diagonal = ~np.eye(len(distances), dtype=bool)
+    # S-norm distances can be negative; average linkage commutes with a
+    # constant shift, so shift them to >= 0 (and the cut with them).
+    lowest = float(distances[off_diagonal].min()) if len(distances) > 1 else 0.0
+    shifted = np.where(off_diagonal, distances - lowest, 0.0)
+    if n_clusters is not None:
+        model = AgglomerativeClustering(
+            n_clusters=n_clusters, metric="precomputed", linkage="average")
+    else:
+        cut = float(threshold) - lowest
+        if cut <= 0:  # no pair is close enough: every face is its own cluster
+            return np.arange(len(distances))
+        model = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=cut, metric="precomputed", linkage="average")
+    return model.fit_predict(shifted)
 
 
 def save_cluster_grids(
