@@ -142,6 +142,19 @@ def test_cluster_writes_one_grid_per_cluster(run_dir, orl_dir, tmp_path, capsys)
     status, _, err = _main(capsys, "cluster", photos, "--model", run_dir, "--no-detect",
                            "--n-clusters", 2, "--out", out_dir)
     assert status == 2 and "overwrite" in err and len(err.strip().splitlines()) == 1
+    # With S-norm, cut at the run's s_norm_threshold: the groups of
+    # cluster_embeddings on the same embeddings and cohort.
+    from fsl.faces.pipeline import cluster_embeddings, list_images
+
+    status, out, err = _main(capsys, "cluster", photos, "--model", run_dir, "--no-detect",
+                             "--score-norm", "s-norm", "--out", tmp_path / "s", "--json")
+    assert status == 0, err
+    pipeline = FacePipeline.from_run(run_dir, score_norm="s-norm", detect_faces=False)
+    files = list_images(photos)
+    labels = cluster_embeddings(np.stack([pipeline.embed(f) for f in files]), None,
+                                threshold=pipeline.threshold, cohort=pipeline.cohort)
+    want = sorted(sorted(str(f) for f, l in zip(files, labels) if l == k) for k in set(labels))
+    assert sorted(sorted(v) for v in json.loads(out)["clusters"].values()) == want
 
 
 @pytest.mark.parametrize("case", ["missing", "no_face", "unreadable", "empty_dir", "no_model"])
