@@ -472,7 +472,6 @@ def _run_embed(args) -> int:
 
 def _run_export(args) -> int:
     import keras
-    import numpy as np
 
     from fsl.training._runs import open_run
 
@@ -501,24 +500,20 @@ def _run_export(args) -> int:
         metrics = run_dir.read_metrics()
         if "threshold" not in metrics:
             raise ValueError(f"{str(run_dir.metrics_path)!r} has no threshold for a verifier")
-        has_cohort = run_dir.cohort_path.is_file() and "s_norm_threshold" in metrics
-        if args.score_norm == "s-norm" and not has_cohort:
-            raise ValueError(
-                f"--score-norm s-norm needs the run's cohort: {str(run_dir.path)!r} has no "
-                f"{run_dir.cohort_path.name} with an s_norm_threshold (train with S-norm)"
-            )
-        s_norm = args.score_norm == "s-norm"
+        cohort, threshold = (
+            run_dir.read_s_norm() if args.score_norm == "s-norm" else (None, metrics["threshold"])
+        )
         model = _load_embedding_model(run_dir)
         path = export.export_pair_verifier(
             model,
             export_dir,
-            threshold=metrics["s_norm_threshold" if s_norm else "threshold"],
+            threshold=threshold,
             metric=metrics.get("metric", "L2"),
             preprocessing=prep,
             overwrite=args.overwrite,
             # The threshold was chosen on the embeddings as the model outputs them.
             normalize=False,
-            cohort=np.load(run_dir.cohort_path) if s_norm else None,
+            cohort=cohort,
         )
     print(f"exported {kind} SavedModel to {path}")
     return 0

@@ -263,15 +263,8 @@ class FacePipeline:
             kwargs["metric"] = metrics["metric"]
         if "threshold" in metrics:
             kwargs["threshold"] = float(metrics["threshold"])
-        has_cohort = run.cohort_path.is_file() and "s_norm_threshold" in metrics
-        if score_norm == "s-norm" and not has_cohort:
-            raise FileNotFoundError(
-                f"{str(run.path)!r} has no S-norm cohort ({run.cohort_path.name} and "
-                "s_norm_threshold): train it with score_norm='s-norm', or pass score_norm=None"
-            )
         if score_norm == "s-norm":
-            kwargs["cohort"] = np.load(run.cohort_path)
-            kwargs["threshold"] = float(metrics["s_norm_threshold"])
+            kwargs["cohort"], kwargs["threshold"] = run.read_s_norm()
         kwargs.update(overrides)
         logger.info(
             "FacePipeline from %s: %s", run.path,

@@ -174,6 +174,22 @@ class RunDir:
     def read_metrics(self) -> dict[str, Any]:
         return read_json(self.metrics_path)
 
+    def read_s_norm(self) -> tuple[np.ndarray, float]:
+        """The S-norm cohort (``cohort.npy``) and ``s_norm_threshold`` of a face run.
+
+        Raises:
+            FileNotFoundError: if the run has no cohort or no S-norm threshold
+                (it was not trained with ``score_norm="s-norm"``).
+        """
+        metrics = self.read_metrics() if self.metrics_path.is_file() else {}
+        if not self.cohort_path.is_file() or "s_norm_threshold" not in metrics:
+            raise FileNotFoundError(
+                f"{str(self.path)!r} has no S-norm cohort ({self.cohort_path.name} and "
+                "s_norm_threshold in metrics.json): train it with score_norm='s-norm', "
+                "or use raw distances"
+            )
+        return np.load(self.cohort_path), float(metrics["s_norm_threshold"])
+
     def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
         """The run's callbacks: backup/restore, per-epoch CSV, TensorBoard.
 

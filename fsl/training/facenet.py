@@ -306,8 +306,9 @@ def train_facenet(
             ``fsl.evaluation.s_norm_distances`` with the training faces as
             the cohort, and ``s_norm_threshold``; the run folder keeps the
             cohort (``cohort.npy``, the training faces' embeddings) for
-            ``fsl.faces.FacePipeline.from_run``, ``fsl verify`` and
-            ``fsl export --kind verifier``; ``None``: raw distances only.
+            ``fsl.faces.FacePipeline.from_run(score_norm="s-norm")`` and the
+            ``--score-norm s-norm`` of ``fsl verify`` and ``fsl export``;
+            ``None``: raw distances only.
         split_seed: seed of the identity split and of the evaluation
             (pairs, folds, k-means); default ``seed``. Fix it and vary
             ``seed`` to repeat a run on the same people with other initial
