@@ -68,6 +68,24 @@ def _zero_diagonal(matrix):
     return matrix * off_diagonal
 
 
+def _cross_squared_euclidean(a, b):
+    """``|a_i|^2 - 2 a_i.b_j + |b_j|^2`` clamped at 0, ``[A, D], [B, D] -> [A, B]``."""
+    dot = ops.matmul(a, ops.transpose(b))
+    squared = (
+        ops.expand_dims(ops.sum(ops.square(b), axis=1), 0)
+        - 2.0 * dot
+        + ops.expand_dims(ops.sum(ops.square(a), axis=1), 1)
+    )
+    return ops.maximum(squared, 0.0)
+
+
+def _cross_angular(a, b):
+    """``1 - cos(a_i, b_j)`` clamped at 0, ``[A, D], [B, D] -> [A, B]``."""
+    return ops.maximum(
+        1.0 - ops.matmul(l2_normalize(a, axis=1), ops.transpose(l2_normalize(b, axis=1))), 0.0
+    )
+
+
 def pairwise_squared_euclidean(embeddings):
     """Squared Euclidean distances between all rows, ``[B, D] -> [B, B]``.
 
@@ -81,13 +99,7 @@ def pairwise_squared_euclidean(embeddings):
         Symmetric ``[B, B]`` tensor of squared distances.
     """
     embeddings = ops.convert_to_tensor(embeddings)
-    square_norms = ops.sum(ops.square(embeddings), axis=1)
-    dot = ops.matmul(embeddings, ops.transpose(embeddings))
-    squared = (
-        ops.expand_dims(square_norms, 0) - 2.0 * dot + ops.expand_dims(square_norms, 1)
-    )
-    squared = ops.maximum(squared, 0.0)
-    return _zero_diagonal(squared)
+    return _zero_diagonal(_cross_squared_euclidean(embeddings, embeddings))
 
 
 def pairwise_euclidean(embeddings):
@@ -111,9 +123,8 @@ def pairwise_angular(embeddings):
     Returns:
         Symmetric ``[B, B]`` tensor with values in ``[0, 2]`` and zero diagonal.
     """
-    normalized = l2_normalize(ops.convert_to_tensor(embeddings), axis=1)
-    distances = 1.0 - ops.matmul(normalized, ops.transpose(normalized))
-    return _zero_diagonal(ops.maximum(distances, 0.0))
+    embeddings = ops.convert_to_tensor(embeddings)
+    return _zero_diagonal(_cross_angular(embeddings, embeddings))
 
 
 def paired_squared_euclidean(a, b):
@@ -243,6 +254,40 @@ def pairwise_distances(embeddings, metric: Metric = "L2"):
     [[0.0, 1.0], [1.0, 0.0]]
     """
     return get(metric)(embeddings)
+
+
+def cross_distances(a, b, metric: str = "L2"):
+    """Distances between every row of ``a`` and every row of ``b``.
+
+    The rectangular version of ``pairwise_distances`` (e.g. queries against
+    a gallery or a cohort), with the same formulas: O(A * B) memory, never
+    ``[A, B, D]``; ``"L2"`` has a finite gradient at zero distance.
+
+    Args:
+        a: float tensor ``[A, D]``.
+        b: float tensor ``[B, D]``.
+        metric: ``"L2"``, ``"squared-L2"`` or ``"angular"`` (or an alias).
+
+    Returns:
+        ``[A, B]`` distances ``d(a_i, b_j)``.
+
+    Raises:
+        ValueError: if the metric name is unknown.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> a = np.array([[0.0, 0.0]], "float32")
+    >>> b = np.array([[3.0, 4.0], [0.0, 1.0]], "float32")
+    >>> np.asarray(cross_distances(a, b)).round(3).tolist()
+    [[5.0, 1.0]]
+    """
+    metric = canonical_name(metric)
+    a, b = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+    if metric == "angular":
+        return _cross_angular(a, b)
+    squared = _cross_squared_euclidean(a, b)
+    return squared if metric == "squared-L2" else _safe_sqrt(squared)
 
 
 def paired_distances(a, b, metric: Metric = "L2"):

@@ -261,18 +261,7 @@ def _check_cohort(cohort: Any, dim: Optional[int], normalize: bool):
 def _cohort_statistics(tf, embeddings, cohort, metric: str):
     """Mean and std (floored) of each row's ``metric`` distances to the cohort,
     in float32: the graph version of ``fsl.evaluation.cohort_statistics``."""
-    if metric == "angular":
-        a = tf.math.l2_normalize(embeddings, axis=-1)
-        c = tf.math.l2_normalize(cohort, axis=-1)
-        d = tf.maximum(1.0 - tf.matmul(a, c, transpose_b=True), 0.0)
-    else:
-        squared = (
-            tf.reduce_sum(tf.square(embeddings), axis=-1, keepdims=True)
-            + tf.reduce_sum(tf.square(cohort), axis=-1)[None, :]
-            - 2.0 * tf.matmul(embeddings, cohort, transpose_b=True)
-        )
-        squared = tf.maximum(squared, 0.0)
-        d = squared if metric == "squared-L2" else tf.sqrt(squared)
+    d = tf.cast(distances.cross_distances(embeddings, cohort, metric), tf.float32)
     mean = tf.reduce_mean(d, axis=-1)
     std = tf.sqrt(tf.reduce_mean(tf.square(d - mean[:, None]), axis=-1))
     return mean, tf.maximum(std, 1e-12)

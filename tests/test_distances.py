@@ -81,3 +81,32 @@ def test_unknown_metric_names_the_value():
         distances.get("manhattan")
     with pytest.raises(TypeError, match="Received: metric=3"):
         distances.canonical_name(3)
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_cross_distances_match_numpy_and_pairwise(metric):
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(4, 6)).astype("float32")
+    b = rng.normal(size=(7, 6)).astype("float32")
+    got = np.asarray(distances.cross_distances(a, b, metric))
+    diff = a[:, None, :] - b[None, :, :]
+    squared = np.sum(diff.astype("float64") ** 2, axis=-1)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    want = {"L2": np.sqrt(squared), "squared-L2": squared,
+            "angular": 1.0 - unit(a.astype("float64")) @ unit(b.astype("float64")).T}[metric]
+    assert got.shape == (4, 7)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # A set against itself: the pairwise matrix off the diagonal.
+    both = np.asarray(distances.cross_distances(a, a, metric))
+    off = ~np.eye(4, dtype=bool)
+    np.testing.assert_allclose(both[off], np.asarray(distances.pairwise_distances(a, metric))[off],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_cross_distances_l2_gradient_finite_at_zero():
+    a = np.array([[1.0, 2.0]], "float32")
+    value, grad = value_and_grad(lambda x: ops.sum(distances.cross_distances(x, a, "L2")), a)
+    assert float(value) == 0.0
+    assert_all_finite(grad)
+    with pytest.raises(ValueError, match="manhattan"):
+        distances.cross_distances(a, a, "manhattan")
