@@ -256,8 +256,8 @@ def train_facenet(
     (``fsl.models.flip_averaged_embedding``). With S-norm against the
     training faces (``score_norm``, reported next to the raw score)
     verification reaches 0.960. The previous default (64 x 64, no zoom, no
-    mirror average) got 0.935 / 0.999 / 0.969, and with average pooling
-    in place of the depthwise filter 0.915 / 0.999 / 0.915 (README). Pass
+    mirror average) got 0.935 / 0.999 / 0.969, this one with average pooling
+    in place of the depthwise filter 0.930 / 1.0 / 0.915 (README). Pass
     ``p=10, augment=0, epochs=40, image_size=64, embedding="projection",
     pooling="avg", precise_bn=False, test_time_flip=False`` for the plain
     recipe.
