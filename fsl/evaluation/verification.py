@@ -29,6 +29,7 @@ import numpy as np
 from fsl.evaluation._validation import (
     as_distances_and_labels,
     as_embeddings,
+    as_labels,
     cross_distances,
     l2_normalize,
     metric_name,
@@ -99,15 +100,6 @@ def _check_cohort(cohort, dim: int, top_k) -> tuple[np.ndarray, int | None]:
     return cohort, None if top_k is None else int(top_k)
 
 
-def _check_labels(labels, n: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(
-            f"{name} must have one label per row, shape ({n},). Received: {name}.shape={labels.shape}"
-        )
-    return labels
-
-
 def cohort_statistics(
     embeddings,
     cohort,
@@ -158,8 +150,8 @@ def cohort_statistics(
             f"cohort_labels={'None' if cohort_labels is None else 'an array'}"
         )
     if labels is not None:
-        labels = _check_labels(labels, len(embeddings), "labels")
-        cohort_labels = _check_labels(cohort_labels, len(cohort), "cohort_labels")
+        labels = as_labels(labels, len(embeddings), "labels", "embeddings")
+        cohort_labels = as_labels(cohort_labels, len(cohort), "cohort_labels", "cohort")
     means = np.empty(len(embeddings))
     stds = np.empty(len(embeddings))
     for start in range(0, len(embeddings), _COHORT_CHUNK):
@@ -258,8 +250,8 @@ def s_norm_distances(
                         for n, g in zip(("labels1", "labels2", "cohort_labels"), given))
         )
     if all(given):
-        labels1 = _check_labels(labels1, len(distances), "labels1")
-        labels2 = _check_labels(labels2, len(distances), "labels2")
+        labels1 = as_labels(labels1, len(distances), "labels1", "emb1")
+        labels2 = as_labels(labels2, len(distances), "labels2", "emb2")
     mean_a, std_a = cohort_statistics(emb1, cohort, metric, top_k, labels1, cohort_labels)
     mean_b, std_b = cohort_statistics(emb2, cohort, metric, top_k, labels2, cohort_labels)
     return 0.5 * ((distances - mean_a) / std_a + (distances - mean_b) / std_b)
