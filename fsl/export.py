@@ -248,11 +248,9 @@ def _check_cohort(cohort: Any, dim: Optional[int], normalize: bool):
     """A ``[C >= 2, dim]`` finite float32 cohort, L2-normalised if ``normalize``."""
     import numpy as np
 
-    from fsl.evaluation._validation import as_embeddings
     from fsl.evaluation.verification import _check_cohort as check
 
-    array = as_embeddings(cohort, "cohort")
-    array, _ = check(array, array.shape[1] if dim is None else int(dim), None)
+    array, _ = check(cohort, None if dim is None else int(dim))
     if normalize:
         array = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
     return array.astype("float32")

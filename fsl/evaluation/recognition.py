@@ -87,8 +87,7 @@ class Gallery:
         if cohort is not None:
             from fsl.evaluation.verification import _check_cohort
 
-            cohort = as_embeddings(cohort, "cohort")
-            cohort, top_k = _check_cohort(cohort, cohort.shape[1], top_k)
+            cohort, top_k = _check_cohort(cohort, top_k=top_k)
         self.cohort = cohort
         self.top_k = top_k
         self._embeddings: list[np.ndarray] = []

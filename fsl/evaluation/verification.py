@@ -75,10 +75,10 @@ def pair_distances(emb1, emb2, metric: str = "L2") -> np.ndarray:
     return squared if metric == "squared-L2" else np.sqrt(squared)
 
 
-def _check_cohort(cohort, dim: int, top_k) -> tuple[np.ndarray, int | None]:
-    """Validated ``[C, D]`` cohort and ``top_k``."""
+def _check_cohort(cohort, dim: int | None = None, top_k=None) -> tuple[np.ndarray, int | None]:
+    """Validated ``[C, D]`` cohort (``D == dim`` unless ``dim`` is None) and ``top_k``."""
     cohort = as_embeddings(cohort, "cohort")
-    if cohort.shape[1] != dim:
+    if dim is not None and cohort.shape[1] != dim:
         raise ValueError(
             f"cohort rows must have the embeddings' dimension {dim}. Received: "
             f"cohort.shape={cohort.shape}"

@@ -180,11 +180,9 @@ class FacePipeline:
         if align not in _ALIGN_MODES:
             raise ValueError(f"align must be one of {_ALIGN_MODES}. Received: align={align!r}")
         if cohort is not None:
-            from fsl.evaluation._validation import as_embeddings
             from fsl.evaluation.verification import _check_cohort
 
-            cohort = as_embeddings(cohort, "cohort")
-            _check_cohort(cohort, cohort.shape[1], None)
+            cohort, _ = _check_cohort(cohort)
         if not np.isfinite(threshold) or (threshold < 0 and cohort is None):
             raise ValueError(
                 "threshold must be a finite number (>= 0 for raw distances, without a "
