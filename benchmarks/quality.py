@@ -114,7 +114,7 @@ def _config(run: pathlib.Path) -> dict:
 
 def bench_orl(args, out: pathlib.Path) -> dict:
     from fsl.data.faces import identity_split, list_faces, load_images_numpy
-    from fsl.evaluation import Eigenfaces
+    from fsl.evaluation import Eigenfaces, select_eigenfaces
     from fsl.training import train_facenet
     from fsl.training.facenet import evaluate_faces
 
@@ -125,10 +125,18 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     splits = []
     for seed in [int(s) for s in args.splits.split(",")]:
         train, test = identity_split(faces, test_identities=10, seed=seed)
-        # Eigenfaces: PCA on the training people's pixels, evaluated like FaceNet.
+        # Eigenfaces: PCA on the training people's pixels, evaluated like FaceNet;
+        # its number of components, whitening and normalisation chosen on the
+        # training people alone (unless --eigen-components fixes a plain PCA).
         x_train, y_train = load_images_numpy(train, image_size=(112, 92), standardize="unit")
         x_test, y_test = load_images_numpy(test, image_size=(112, 92), standardize="unit")
-        eigen = Eigenfaces(n_components=args.eigen_components).fit(x_train.reshape(len(x_train), -1))
+        if args.eigen_components is None:
+            eigen, selection = select_eigenfaces(x_train, y_train, seed=seed)
+            selection.pop("grid")
+            eigen_recipe = {**selection, "chosen_on": "training people (3 inner splits)"}
+        else:
+            eigen = Eigenfaces(n_components=args.eigen_components).fit(x_train)
+            eigen_recipe = {**eigen.get_config(), "chosen_on": "--eigen-components"}
 
         class _Eigen:  # evaluate_faces calls model.predict(images)
             def predict(self, images, **_):
@@ -169,6 +177,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
             "eigenfaces": {k: baseline[k] for k in keys},
+            "eigenfaces_recipe": eigen_recipe,
         })
 
     def mean(model, key):
@@ -251,7 +260,9 @@ def main(argv=None) -> int:
     parser.add_argument("--triplet-losses", default="semihard,hard")
     parser.add_argument("--data", default=None, help="ORL folder (default $FSL_DATA_DIR/orl_faces)")
     parser.add_argument("--splits", default="0,1,2,3", help="identity-split seeds for ORL")
-    parser.add_argument("--eigen-components", type=int, default=40)
+    parser.add_argument("--eigen-components", type=_positive_int, default=None,
+                        help="a plain PCA with this many components (default: components, "
+                             "whitening and normalisation chosen on the training people)")
     parser.add_argument("--repeats", type=_positive_int, default=1,
                         help="FaceNet runs per ORL split (other seeds, same people); default 1")
     parser.add_argument("--facenet-recipe", choices=sorted(FACENET_RECIPES), default="default",

@@ -8,7 +8,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from fsl.evaluation import precision_at_1
-from fsl.evaluation.baselines import Eigenfaces
+from fsl.evaluation.baselines import Eigenfaces, select_eigenfaces
 
 
 def _data(seed=0, n=30, shape=(6, 5)):
@@ -59,7 +59,7 @@ def test_projection_properties():
             full.inverse_transform(full.transform(data)), data.reshape(30, -1), atol=1e-9
         )
     assert Eigenfaces(n_components=3, whiten=True).get_config() == {
-        "n_components": 3, "whiten": True
+        "n_components": 3, "whiten": True, "normalize": False
     }
 
 
@@ -100,3 +100,97 @@ def test_bad_input():
         model.transform(np.zeros((2, 4, 4)))
     with pytest.raises(ValueError, match=r"shape \(0,\)"):
         Eigenfaces(n_components=2).fit(np.zeros((0,)))
+
+
+def test_normalize_scales_projections_to_unit_norm():
+    images = _data(3)
+    plain = Eigenfaces(n_components=3, whiten=True).fit(images)
+    unit = Eigenfaces(**{**plain.get_config(), "normalize": True}).fit(images)
+    z = plain.transform(images)
+    np.testing.assert_allclose(unit.transform(images), z / np.linalg.norm(z, axis=1)[:, None])
+    # The mean face projects to 0 and stays 0 (no NaN).
+    assert np.all(unit.transform(unit.mean_[None]) == 0.0)
+    with pytest.raises(ValueError, match="normalize=True"):
+        unit.inverse_transform(z)
+    with pytest.raises(ValueError, match="normalize must be True or False. Received: normalize=1"):
+        Eigenfaces(normalize=1)
+
+
+def _people(seed=0, n_people=8, per_person=6, dim=40):
+    """Identity in 3 low-variance directions, a nuisance in 2 strong ones."""
+    rng = np.random.default_rng(seed)
+    identity = rng.normal(size=(n_people, 3)) @ rng.normal(size=(3, dim))
+    nuisance = rng.normal(size=(n_people * per_person, 2)) * 4.0 @ rng.normal(size=(2, dim))
+    faces = np.repeat(identity, per_person, axis=0) + nuisance
+    faces += 0.3 * rng.normal(size=faces.shape)
+    return faces, np.repeat(np.arange(n_people) * 7 + 3, per_person)
+
+
+def _reference_auc(images, labels, held, k, whiten, normalize):
+    """PCA by numpy SVD and AUC by counting pairs (Mann-Whitney)."""
+    fit = images[~np.isin(labels, held)]
+    mean = fit.mean(axis=0)
+    _, singular, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    z = (images[np.isin(labels, held)] - mean) @ vt[:k].T
+    if whiten:
+        z = z / (singular[:k] / np.sqrt(len(fit) - 1))
+    if normalize:
+        z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    y = labels[np.isin(labels, held)]
+    i, j = np.triu_indices(len(y), 1)
+    d = np.linalg.norm(z[i] - z[j], axis=1)
+    same, diff = d[y[i] == y[j]], d[y[i] != y[j]]
+    wins = (same[:, None] < diff[None, :]).sum() + 0.5 * (same[:, None] == diff[None, :]).sum()
+    return wins / (len(same) * len(diff))
+
+
+def test_select_eigenfaces_matches_a_numpy_reference():
+    faces, labels = _people()
+    model, report = select_eigenfaces(faces, labels, n_components=(2, 5, 12),
+                                      validation_identities=0.25, splits=2, seed=4)
+    # The same inner splits: 2 of the 8 identities held out per split.
+    rng = np.random.default_rng(4)
+    helds = [rng.permutation(np.unique(labels))[:2] for _ in range(2)]
+    assert len(report["grid"]) == 12
+    for row in report["grid"]:
+        expected = np.mean([_reference_auc(faces, labels, held, row["n_components"],
+                                           row["whiten"], row["normalize"]) for held in helds])
+        np.testing.assert_allclose(row["validation_auc"], expected, rtol=1e-9)
+    best = max(report["grid"], key=lambda row: row["validation_auc"])
+    assert {k: report[k] for k in best} == best
+    assert model.get_config() == {k: best[k] for k in ("n_components", "whiten", "normalize")}
+    # Refitted on all the faces: the mean face is the mean of all 48.
+    np.testing.assert_allclose(model.mean_, faces.mean(axis=0))
+    # The two nuisance components alone cannot tell people apart.
+    assert best["n_components"] > 2
+    two = [row["validation_auc"] for row in report["grid"] if row["n_components"] == 2]
+    assert max(two) < best["validation_auc"]
+
+
+def test_select_eigenfaces_skips_component_counts_too_large():
+    faces, labels = _people(1)
+    # 6 of 8 identities fit each inner PCA: 36 faces, so 40 components cannot.
+    _, report = select_eigenfaces(faces, labels, n_components=(3, 40), whiten=(False,),
+                                  normalize=(True,), validation_identities=0.25)
+    assert [row["n_components"] for row in report["grid"]] == [3]
+    with pytest.raises(ValueError, match=r"include a value <= 36.*n_components=\[40\]"):
+        select_eigenfaces(faces, labels, n_components=(40,), validation_identities=0.25)
+
+
+def test_select_eigenfaces_bad_input():
+    faces, labels = _people(2)
+    with pytest.raises(ValueError, match="at least 3 identities.*Received: 2"):
+        select_eigenfaces(faces[:12], labels[:12])
+    with pytest.raises(ValueError, match="validation_identities=1.5"):
+        select_eigenfaces(faces, labels, validation_identities=1.5)
+    with pytest.raises(ValueError, match="splits=0"):
+        select_eigenfaces(faces, labels, splits=0)
+    with pytest.raises(ValueError, match=r"whiten must be a non-empty list.*whiten=\(\)"):
+        select_eigenfaces(faces, labels, whiten=())
+    with pytest.raises(ValueError, match="n_components=0"):
+        select_eigenfaces(faces, labels, n_components=(0,))
+    with pytest.raises(ValueError, match=r"labels must have one label per row.*len\(labels\)=5"):
+        select_eigenfaces(faces, labels[:5])
+    single = np.arange(len(labels))  # every face its own identity: no same pairs
+    with pytest.raises(ValueError, match="at least 2 images"):
+        select_eigenfaces(faces, single, n_components=(3,))

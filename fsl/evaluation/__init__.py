@@ -27,7 +27,7 @@ from fsl.evaluation.verification import (
     s_norm_distances,
     val_far,
 )
-from fsl.evaluation.baselines import Eigenfaces
+from fsl.evaluation.baselines import Eigenfaces, select_eigenfaces
 from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
 from fsl.evaluation.landmarks import (
     attribute_accuracy,
@@ -62,8 +62,9 @@ __all__ = [
     "precision_at_1",
     "purity",
     "recall_at_k",
+    "roc_curve",
     "s_norm_cross_distances",
     "s_norm_distances",
-    "roc_curve",
+    "select_eigenfaces",
     "val_far",
 ]
