@@ -149,11 +149,13 @@ def bench_orl(args, out: pathlib.Path) -> dict:
         # training people as the cohort.
         baseline = evaluate_faces(_Eigen(), x_test, y_test, seed=seed, train_images=x_train,
                                   train_labels=y_train, score_norm="s-norm")
-        # *_accuracy_at_threshold: the unseen pairs judged by the one threshold
-        # chosen on training pairs (what a deployed verifier does).
+        # *_at_threshold: the unseen pairs judged by the one threshold chosen on
+        # training pairs (what a deployed verifier does): accuracy, false
+        # accepts among the different pairs (FAR), accepts among the same (VAL).
         keys = ("verification_accuracy", "verification_std", "s_norm_verification_accuracy",
-                "s_norm_verification_std", "accuracy_at_threshold",
-                "s_norm_accuracy_at_threshold", "precision_at_1", "nmi", "ari", "purity")
+                "s_norm_verification_std", "accuracy_at_threshold", "far_at_threshold",
+                "val_at_threshold", "s_norm_accuracy_at_threshold", "s_norm_far_at_threshold",
+                "s_norm_val_at_threshold", "precision_at_1", "nmi", "ari", "purity")
         runs = []
         for repeat in range(args.repeats):
             # Same people, other initial weights and batches: seed = split + 100 * repeat.
@@ -186,7 +188,8 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     summary = {
         model: {k: mean(model, k) for k in (
             "verification_accuracy", "s_norm_verification_accuracy", "accuracy_at_threshold",
-            "s_norm_accuracy_at_threshold", "precision_at_1", "nmi")
+            "far_at_threshold", "val_at_threshold", "s_norm_accuracy_at_threshold",
+            "s_norm_far_at_threshold", "s_norm_val_at_threshold", "precision_at_1", "nmi")
             if k in splits[0][model]}
         for model in ("facenet", "eigenfaces")
     }

@@ -426,14 +426,30 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     raw = pair_distances(test_emb[i], test_emb[j])
     assert metrics["accuracy_at_threshold"] == pytest.approx(
         accuracy_at_threshold(raw, same, metrics["threshold"]))
+    # Its false accepts among the different test pairs, accepts among the same.
+    diff_raw, same_raw = raw[same == 0], raw[same == 1]
+    assert metrics["far_at_threshold"] == pytest.approx(
+        np.count_nonzero(diff_raw <= metrics["threshold"]) / len(diff_raw))
+    assert metrics["val_at_threshold"] == pytest.approx(
+        np.count_nonzero(same_raw <= metrics["threshold"]) / len(same_raw))
+    # Balanced pairs: accuracy is the mean of VAL and 1 - FAR.
+    assert metrics["accuracy_at_threshold"] == pytest.approx(
+        (metrics["val_at_threshold"] + 1 - metrics["far_at_threshold"]) / 2)
     ti, tj, tsame = verification_pairs(y_train, seed=0)
     train_s = s_norm_distances(emb[ti], emb[tj], emb, labels1=y_train[ti], labels2=y_train[tj],
                                cohort_labels=y_train)
     s_threshold, _ = best_threshold(train_s, tsame)
     assert metrics["s_norm_threshold"] == pytest.approx(s_threshold, rel=1e-3, abs=1e-4)
+    test_s = s_norm_distances(test_emb[i], test_emb[j], emb)
     assert metrics["s_norm_accuracy_at_threshold"] == pytest.approx(
-        accuracy_at_threshold(s_norm_distances(test_emb[i], test_emb[j], emb), same,
-                              metrics["s_norm_threshold"]), abs=1 / len(same) + 1e-9)
+        accuracy_at_threshold(test_s, same, metrics["s_norm_threshold"]),
+        abs=1 / len(same) + 1e-9)
+    # The float32 saved model may move a pair across the threshold: one pair at most.
+    accepted = test_s <= metrics["s_norm_threshold"]
+    assert metrics["s_norm_far_at_threshold"] == pytest.approx(
+        accepted[same == 0].mean(), abs=1 / (same == 0).sum() + 1e-9)
+    assert metrics["s_norm_val_at_threshold"] == pytest.approx(
+        accepted[same == 1].mean(), abs=1 / (same == 1).sum() + 1e-9)
 
 
 def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):

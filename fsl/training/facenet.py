@@ -102,12 +102,15 @@ def evaluate_faces(
         ``precision_at_1`` (leave-one-out), ``nmi`` / ``ari`` / ``purity`` of
         k-means with one cluster per identity, and the counts. With the
         training faces, also ``accuracy_at_threshold``: the test pairs judged
-        by that deployable threshold. With ``score_norm="s-norm"``, also
+        by that deployable threshold, and its ``far_at_threshold`` (the
+        fraction of the test's different pairs it accepts) and
+        ``val_at_threshold`` (of its same pairs). With ``score_norm="s-norm"``, also
         ``s_norm_verification_accuracy`` and ``s_norm_verification_std``: the
         same 10-fold protocol, same pairs and folds, on S-normalised
         distances; with the training labels, ``s_norm_threshold`` (chosen on
         the training pairs, S-normalised against the training faces without
-        each side's own person) and ``s_norm_accuracy_at_threshold``.
+        each side's own person) and ``s_norm_accuracy_at_threshold`` /
+        ``s_norm_far_at_threshold`` / ``s_norm_val_at_threshold``.
 
     Raises:
         ValueError: for an unknown ``score_norm``, or ``"s-norm"`` without
@@ -149,6 +152,7 @@ def evaluate_faces(
         )
         threshold_source = "training pairs"
         extra["accuracy_at_threshold"] = accuracy_at_threshold(distances, same, threshold)
+        extra.update(_rates_at(distances, same, threshold, ""))
         if score_norm == "s-norm":
             # The training pairs scored against the training faces, each side
             # without its own person (as the test people are not in the cohort).
@@ -160,6 +164,7 @@ def evaluate_faces(
             extra["s_norm_threshold"] = s_threshold
             extra["s_norm_accuracy_at_threshold"] = accuracy_at_threshold(
                 normalized, same, s_threshold)
+            extra.update(_rates_at(normalized, same, s_threshold, "s_norm_"))
     else:
         threshold, _ = best_threshold(distances, same)
         threshold_source = "evaluated pairs"
@@ -179,6 +184,14 @@ def evaluate_faces(
         "test_identities": n_ids,
         "metric": metric,
     }
+
+
+def _rates_at(distances: np.ndarray, same: np.ndarray, threshold: float, prefix: str) -> dict:
+    """What one threshold does to the pairs: the fraction of different pairs
+    accepted (false accept rate) and of same pairs accepted (VAL)."""
+    accepted = distances <= threshold
+    return {f"{prefix}far_at_threshold": float(np.mean(accepted[same == 0])),
+            f"{prefix}val_at_threshold": float(np.mean(accepted[same == 1]))}
 
 
 def _triplet_loss(loss: str, margin: float):
