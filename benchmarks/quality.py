@@ -174,7 +174,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
                 "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
-                "standardize")},
+                "standardize", "wccn")},
             "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys if k in runs[0]},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
@@ -234,7 +234,7 @@ BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 #: The trainer's defaults before augmentation, p=30, precise BN, the pooled
 #: embedding, the depthwise (GDC) pooling, 96 x 96 inputs and the mirror average.
 _PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "image_size": 64,
-          "precise_bn": False, "pooling": "avg", "test_time_flip": False}
+          "precise_bn": False, "pooling": "avg", "test_time_flip": False, "wccn": None}
 
 #: ``--facenet-recipe``: the trainer's defaults; the defaults with global
 #: average pooling (what the depthwise pooling adds); the defaults without

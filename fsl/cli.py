@@ -157,6 +157,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _shrinkage(text: str):
+    """``--wccn``: a positive number, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'none', got {text!r}") from None
+
+
 def _jit(text: str):
     return {"auto": "auto", "on": True, "off": False}[text]
 
@@ -313,6 +324,7 @@ def _train_facenet(args) -> dict:
         pooling=args.pooling,
         precise_bn=args.precise_bn,
         test_time_flip=args.test_time_flip,
+        wccn=args.wccn,
         score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
     )
@@ -392,6 +404,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep the batch-norm statistics of the augmented training batches")
     p.add_argument("--no-test-time-flip", dest="test_time_flip", action="store_false",
                    help="save the embedding of each face alone, not averaged with its mirror image")
+    p.add_argument("--wccn", type=_shrinkage, default=1.0, metavar="SHRINKAGE",
+                   help="within-class covariance normalisation learned on the training "
+                   "faces, appended to the saved embedding, with this shrinkage > 0 "
+                   "(default 1), or none")
     p.add_argument("--score-norm", choices=("s-norm", "none"), default="s-norm",
                    help="also report verification with S-norm against the training "
                    "people (default), or not (none)")

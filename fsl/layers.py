@@ -12,6 +12,9 @@
   Inception-ResNet blocks.
 * ``HorizontalFlip``: mirror images left-right, at inference too (test-time
   augmentation inside the model).
+* ``Whitening``: a fixed linear map ``(x - mean) @ matrix`` then L2
+  normalisation, e.g. within-class covariance normalisation (WCCN) learned on
+  training embeddings, carried inside the embedding model.
 
 Every layer is registered under the package name ``"fsl"`` and has a plain
 JSON ``get_config``, so models that use them reload with
@@ -38,6 +41,7 @@ __all__ = [
     "Standardize",
     "ScaledResidual",
     "HorizontalFlip",
+    "Whitening",
 ]
 
 
@@ -467,4 +471,77 @@ class HorizontalFlip(keras.layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({"data_format": self.data_format})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class Whitening(keras.layers.Layer):
+    """A fixed affine map of embeddings, then L2 normalisation.
+
+    Computes ``l2_normalize((x - mean) @ matrix)``. ``mean`` (``[D]``) and
+    ``matrix`` (``[D, units]``) are non-trainable weights: zeros and the
+    identity until set, e.g. with ``set_weights([mean, matrix])`` from
+    ``fsl.evaluation.within_class_whitening`` (within-class covariance
+    normalisation, WCCN), as ``fsl.models.whitened_embedding`` does. They are
+    saved with the model, so a reloaded or exported model applies the same
+    map.
+
+    Reference: Hatch, Kajarekar and Stolcke, "Within-class covariance
+    normalization for SVM-based speaker recognition", Interspeech 2006.
+
+    Args:
+        units: output width (default: the input width).
+        epsilon: lower bound on the squared norm in the L2 normalisation
+            (an all-zero row stays zero), ``> 0``.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: for a non-positive ``units`` or ``epsilon``, or an input
+            that is not ``[B, D]`` with a known ``D``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> layer = Whitening()
+    >>> layer.build((None, 2))
+    >>> layer.set_weights([np.array([1.0, 0.0]), np.diag([1.0, 2.0])])
+    >>> np.asarray(layer(np.array([[4.0, 2.0]], "float32")), "float64").round(3).tolist()
+    [[0.6, 0.8]]
+    """
+
+    def __init__(self, units: int | None = None, epsilon: float = 1e-12, **kwargs):
+        super().__init__(**kwargs)
+        if units is not None and (isinstance(units, bool) or not isinstance(units, int)
+                                  or units < 1):
+            raise ValueError(f"units must be a positive int or None. Received: units={units!r}")
+        if not isinstance(epsilon, (int, float)) or not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}")
+        self.units = units
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ValueError(
+                "Whitening expects embeddings [B, D] with a known D. Received: "
+                f"input_shape={tuple(input_shape)}"
+            )
+        dim = int(input_shape[-1])
+        units = dim if self.units is None else self.units
+        self.mean = self.add_weight(shape=(dim,), initializer="zeros", trainable=False,
+                                    name="mean")
+        self.matrix = self.add_weight(shape=(dim, units), initializer="identity",
+                                      trainable=False, name="matrix")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        projected = ops.matmul(inputs - ops.cast(self.mean, inputs.dtype),
+                               ops.cast(self.matrix, inputs.dtype))
+        return distances.l2_normalize(projected, axis=-1, epsilon=self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1] if self.units is None else self.units)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"units": self.units, "epsilon": self.epsilon})
         return config

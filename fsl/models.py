@@ -19,6 +19,8 @@
   each image and its mirror image (test-time augmentation, in the model).
 * ``recalibrate_batch_norm``: batch-norm statistics recomputed on clean
   images after training on augmented ones (precise BN).
+* ``whitened_embedding``: an embedding network followed by within-class
+  covariance normalisation (WCCN) learned on labelled training images.
 
 Pair label convention, everywhere in ``fsl``: ``1`` = same identity,
 ``0`` = different.
@@ -46,6 +48,7 @@ from fsl.layers import (
     ScaledResidual,
     SiameseHead,
     Standardize,
+    Whitening,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ __all__ = [
     "pooled_embedding",
     "flip_averaged_embedding",
     "recalibrate_batch_norm",
+    "whitened_embedding",
 ]
 
 
@@ -970,3 +974,66 @@ def recalibrate_batch_norm(model: keras.Model, images, batch_size: int = 128) ->
         for item, momentum in zip(layers, momenta):
             item.momentum = momentum
     return len(layers)
+
+
+def whitened_embedding(
+    model: keras.Model,
+    images,
+    labels,
+    shrinkage: float = 1.0,
+    batch_size: int = 256,
+    name: str | None = None,
+) -> keras.Model:
+    """An embedding network followed by within-class covariance normalisation.
+
+    Embeds ``images`` (labelled training data), learns the WCCN map of
+    ``fsl.evaluation.within_class_whitening`` on them and appends it as an
+    ``fsl.layers.Whitening`` layer: the new model outputs
+    ``l2_normalize((model(x) - mean) @ W)``. The directions in which one
+    person's embeddings vary are shrunk relative to those that separate
+    people, a linear back-end fitted after training (no gradient step). On
+    ORL, 30 people to train and 10 unseen, it raises 10-fold verification on
+    the unseen people (``fsl.training.train_facenet``, README).
+
+    The returned model shares its weights with ``model`` (no copy); the WCCN
+    statistics are weights of the new layer and are saved with it.
+
+    Reference: Hatch, Kajarekar and Stolcke, "Within-class covariance
+    normalization for SVM-based speaker recognition", Interspeech 2006.
+
+    Args:
+        model: a model from inputs to embeddings ``[B, D]``.
+        images: ``[N, ...]`` labelled inputs to ``model`` (the training data).
+        labels: ``[N]`` class labels of ``images``.
+        shrinkage: ``> 0``, see ``fsl.evaluation.within_class_whitening``.
+        batch_size: images per forward pass when embedding ``images``.
+        name: name of the new model (default ``"<model.name>_wccn"``).
+
+    Returns:
+        A ``keras.Model`` with ``model``'s input and unit-norm ``[B, D]``
+        outputs.
+
+    Raises:
+        TypeError: if ``model`` is not a ``keras.Model``.
+        ValueError: if it does not have one input and one ``[B, D]`` output,
+            for a bad ``batch_size``, or as ``within_class_whitening``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> net = facenet_model(input_shape=(32, 32, 1), width=4, blocks=1, embedding_dim=8)
+    >>> x = np.random.default_rng(0).normal(size=(12, 32, 32, 1)).astype("float32")
+    >>> whitened_embedding(net, x, np.repeat(np.arange(4), 3)).output_shape
+    (None, 8)
+    """
+    from fsl.evaluation.whitening import within_class_whitening
+
+    model = _check_encoder(model)
+    _check_positive_int("batch_size", batch_size)
+    embeddings = model.predict(images, batch_size=batch_size, verbose=0)
+    mean, matrix = within_class_whitening(embeddings, labels, shrinkage=shrinkage)
+    inputs = _encoder_input(model, "input")
+    layer = Whitening(name="wccn", dtype=OUTPUT_DTYPE)
+    outputs = layer(model(inputs))
+    layer.set_weights([mean, matrix])
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_wccn")

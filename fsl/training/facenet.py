@@ -77,6 +77,7 @@ def evaluate_faces(
     train_images: Optional[np.ndarray] = None,
     train_labels: Optional[np.ndarray] = None,
     score_norm: Optional[str] = None,
+    wccn: Optional[float] = None,
 ) -> dict[str, Any]:
     """Verification, retrieval and clustering metrics on held-out identities.
 
@@ -93,6 +94,17 @@ def evaluate_faces(
             ``fsl.evaluation.s_norm_distances``, the training faces' embeddings
             as the cohort (people other than the test people; needs
             ``train_images``).
+        wccn: ``None``, or the shrinkage of the ``fsl.layers.Whitening``
+            that ends ``model``, learned on these training faces
+            (``fsl.models.whitened_embedding``). Pairs of the people a
+            whitening was learned on look far tighter than pairs of new
+            people (on ORL, a threshold read off them rejected most new
+            same pairs), so the thresholds are then chosen on cross-fitted
+            training pairs: the training people in 3 folds (``seed``), each
+            fold's pairs scored after a whitening relearned, with the same
+            shrinkage, on the other folds (its S-norm cohort: the other
+            folds' faces). Needs ``train_labels`` and 4 or more training
+            identities.
 
     Returns:
         ``verification_accuracy`` (10-fold mean: each fold's threshold chosen
@@ -128,6 +140,12 @@ def evaluate_faces(
     )
 
     _check_score_norm(score_norm)
+    if wccn is not None and (train_images is None or train_labels is None):
+        raise ValueError(f"wccn={wccn!r} needs train_images and train_labels (the faces the "
+                         "whitening was learned on). Received: None")
+    if wccn is not None:
+        wccn = common.check_positive_float("wccn", wccn)
+    base_model = None if wccn is None else _before_whitening(model)
     if score_norm is not None and train_images is None:
         raise ValueError(
             f"score_norm={score_norm!r} needs train_images (the cohort). Received: train_images=None"
@@ -146,20 +164,27 @@ def evaluate_faces(
                  "s_norm_verification_std": s_folds["std_accuracy"]}
     if train_embeddings is not None and train_labels is not None:
         train_labels = np.asarray(train_labels)
-        ti, tj, tsame = verification_pairs(train_labels, seed)
-        threshold, _ = best_threshold(
-            pair_distances(train_embeddings[ti], train_embeddings[tj], metric), tsame
-        )
-        threshold_source = "training pairs"
+        if wccn is None:
+            ti, tj, tsame = verification_pairs(train_labels, seed)
+            train_distances = pair_distances(train_embeddings[ti], train_embeddings[tj], metric)
+            threshold_source = "training pairs"
+            if score_norm == "s-norm":
+                # The training pairs scored against the training faces, each side
+                # without its own person (as the test people are not in the cohort).
+                train_normalized = s_norm_distances(
+                    train_embeddings[ti], train_embeddings[tj], train_embeddings, metric,
+                    labels1=train_labels[ti], labels2=train_labels[tj],
+                    cohort_labels=train_labels,
+                )
+        else:
+            base = common.predict(base_model, train_images)
+            train_distances, train_normalized, tsame = _cross_fitted_pairs(
+                base, train_labels, wccn, metric, seed, score_norm == "s-norm")
+            threshold_source = "cross-fitted training pairs"
+        threshold, _ = best_threshold(train_distances, tsame)
         extra["accuracy_at_threshold"] = accuracy_at_threshold(distances, same, threshold)
         extra.update(_rates_at(distances, same, threshold, ""))
         if score_norm == "s-norm":
-            # The training pairs scored against the training faces, each side
-            # without its own person (as the test people are not in the cohort).
-            train_normalized = s_norm_distances(
-                train_embeddings[ti], train_embeddings[tj], train_embeddings, metric,
-                labels1=train_labels[ti], labels2=train_labels[tj], cohort_labels=train_labels,
-            )
             s_threshold, _ = best_threshold(train_normalized, tsame)
             extra["s_norm_threshold"] = s_threshold
             extra["s_norm_accuracy_at_threshold"] = accuracy_at_threshold(
@@ -184,6 +209,56 @@ def evaluate_faces(
         "test_identities": n_ids,
         "metric": metric,
     }
+
+
+#: Folds of the training people for cross-fitted thresholds (``wccn``).
+_CROSS_FIT_FOLDS = 3
+
+
+def _before_whitening(model: keras.Model) -> keras.Model:
+    """``model`` without its final ``fsl.layers.Whitening``."""
+    from fsl.layers import Whitening
+
+    if not isinstance(model, keras.Model) or not model.layers:
+        raise ValueError("wccn is set, so model must be a keras.Model ending with an "
+                         f"fsl.layers.Whitening layer. Received: model={model!r}")
+    if not isinstance(model.layers[-1], Whitening):
+        raise ValueError(
+            "wccn is set, so model must end with an fsl.layers.Whitening layer "
+            "(fsl.models.whitened_embedding). Received: model whose last layer is "
+            f"{type(model.layers[-1]).__name__}"
+        )
+    return keras.Model(model.inputs, model.layers[-1].input)
+
+
+def _cross_fitted_pairs(embeddings, labels, shrinkage, metric, seed, s_norm):
+    """Training pairs scored out of sample: the people split into folds, each
+    fold's pairs (``verification_pairs``) whitened by a WCCN learned on the
+    other folds, which are also its S-norm cohort. Returns the distances,
+    the S-norm distances (``None`` unless ``s_norm``) and the pair labels."""
+    from fsl.evaluation import pair_distances, s_norm_distances, within_class_whitening
+    from fsl.evaluation._validation import l2_normalize
+
+    people = np.unique(labels)
+    if len(people) < 2 * 2:
+        raise ValueError("wccn needs at least 4 training identities to choose thresholds "
+                         f"out of sample. Received: {len(people)} identities")
+    folds = np.array_split(np.random.default_rng(seed).permutation(people),
+                           min(_CROSS_FIT_FOLDS, len(people) // 2))
+    scores, normalized, same = [], [], []
+    for held in folds:
+        out = np.isin(labels, held)
+        mean, matrix = within_class_whitening(embeddings[~out], labels[~out], shrinkage)
+        # As the Whitening layer: unit-norm outputs.
+        whitened = l2_normalize((np.asarray(embeddings, np.float64) - mean) @ matrix)
+        fold, cohort = whitened[out], whitened[~out]
+        i, j, fold_same = verification_pairs(labels[out], seed)
+        scores.append(pair_distances(fold[i], fold[j], metric))
+        if s_norm:
+            normalized.append(s_norm_distances(fold[i], fold[j], cohort, metric))
+        same.append(fold_same)
+    return (np.concatenate(scores), np.concatenate(normalized) if s_norm else None,
+            np.concatenate(same))
 
 
 def _rates_at(distances: np.ndarray, same: np.ndarray, threshold: float, prefix: str) -> dict:
@@ -227,6 +302,7 @@ def train_facenet(
     pooling: str = "gdc",
     precise_bn: bool = True,
     test_time_flip: bool = True,
+    wccn: Optional[float] = 1.0,
     score_norm: Optional[str] = "s-norm",
     seed: int = 0,
     split_seed: Optional[int] = None,
@@ -314,6 +390,10 @@ def train_facenet(
         test_time_flip: the saved embedding averages each face and its
             mirror image (``fsl.models.flip_averaged_embedding``, part of
             the model: export and serving do it too).
+        wccn: shrinkage of the within-class covariance normalisation
+            learned on the training faces' embeddings and appended to the
+            saved embedding (``fsl.models.whitened_embedding``, a layer of
+            the model: export and serving do it too); ``None``: none.
         score_norm: ``"s-norm"`` (default): the metrics also include
             ``s_norm_verification_accuracy``, pairs scored by
             ``fsl.evaluation.s_norm_distances`` with the training faces as
@@ -364,6 +444,8 @@ def train_facenet(
     for name, flag in (("precise_bn", precise_bn), ("test_time_flip", test_time_flip)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False. Received: {name}={flag!r}")
+    if wccn is not None:
+        wccn = common.check_positive_float("wccn", wccn)
     _check_score_norm(score_norm)
     seed = common.check_seed(seed)
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
@@ -371,6 +453,10 @@ def train_facenet(
     mixed_precision = common.check_precision(mixed_precision)
     folder = list_faces(data_dir, min_images=2)
     train_faces, test_faces = identity_split(folder, test_identities, split_seed)
+    if wccn is not None and train_faces.num_classes < 4:
+        raise ValueError("wccn needs at least 4 training identities (thresholds are chosen "
+                         f"out of sample). Received: {train_faces.num_classes} training "
+                         "identities; pass wccn=None")
     if p is None:
         p = min(DEFAULT_P, train_faces.num_classes)
     if p > train_faces.num_classes:
@@ -428,6 +514,8 @@ def train_facenet(
     embedder = models.pooled_embedding(model) if embedding == "pooled" else model
     if test_time_flip:
         embedder = models.flip_averaged_embedding(embedder)
+    if wccn is not None:
+        embedder = models.whitened_embedding(embedder, x_train, y_train, shrinkage=wccn)
     model.save(run_dir.model_path)
     embedder.save(run_dir.embedding_path)
     if score_norm == "s-norm":
@@ -436,10 +524,12 @@ def train_facenet(
 
     # === Evaluation ===
     metrics = evaluate_faces(embedder, x_test, y_test, seed=split_seed,
-                             train_images=x_train, train_labels=y_train, score_norm=score_norm)
+                             train_images=x_train, train_labels=y_train, score_norm=score_norm,
+                             wccn=wccn)
     metrics["embedding"] = embedding
     metrics["embedding_size"] = int(embedder.output_shape[-1])
     metrics["test_time_flip"] = test_time_flip
+    metrics["wccn"] = wccn
     metrics["run_dir"] = str(run_dir.path)
     metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
     s_norm = (
@@ -467,7 +557,7 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
     model = keras.saving.load_model(run_dir.embedding_path)
-    # Runs from before score normalisation existed have no score_norm: raw only.
+    # Runs from before score normalisation / WCCN existed have neither argument.
     return evaluate_faces(model, x_test, y_test, seed=split_seed,
                           train_images=x_train, train_labels=y_train,
-                          score_norm=arguments.get("score_norm"))
+                          score_norm=arguments.get("score_norm"), wccn=arguments.get("wccn"))
