@@ -662,3 +662,21 @@ def test_facenet_same_seed_same_model(tmp_path, orl_dir):
         np.testing.assert_array_equal(first, second)
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["nmi"] == json.loads(
         (tmp_path / "b" / "metrics.json").read_text())["nmi"]
+
+
+@pytest.mark.parametrize("n", [3, 8, 10])
+def test_common_predict_pads_to_one_batch_shape(n):
+    from fsl.training import _common
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    seen = []
+    model.predict_step = lambda data, _step=model.predict_step: (seen.append(data), _step(data))[1]
+    x = np.random.default_rng(n).normal(size=(n, 3)).astype("float32")
+    got = _common.predict(model, x, batch_size=4)
+    np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    # The padding's outputs dropped; every batch traced had the one shape
+    # (the model without padding would trace a batch of n % 4 as well).
+    assert got.shape == (n, 2)
+    shapes = {tuple(keras.tree.flatten(data)[0].shape) for data in seen}
+    assert shapes == {(4, 3)}, shapes

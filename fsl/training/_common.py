@@ -292,9 +292,22 @@ def finish_run(
     return metrics
 
 
-def predict(model: keras.Model, x, batch_size: int = 256) -> np.ndarray:
-    """``model.predict`` to numpy, quietly."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+def predict(model: keras.Model, x, batch_size: int = 128) -> np.ndarray:
+    """``model.predict`` to numpy, quietly, in batches of one fixed shape.
+
+    The last, partial batch is padded (with copies of the first input) to
+    ``batch_size`` and the padding's outputs dropped: a model predicted on
+    sets of several sizes (test faces, training faces) then traces its
+    predict function once instead of once per new batch size, without
+    TensorFlow's retracing warnings. Inputs with a batch below ``batch_size``
+    therefore cost a full batch.
+    """
+    x = np.asarray(x)
+    n = len(x)
+    if n == 0 or n % batch_size == 0:
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    padded = np.concatenate([x, np.repeat(x[:1], batch_size - n % batch_size, axis=0)])
+    return np.asarray(model.predict(padded, batch_size=batch_size, verbose=0))[:n]
 
 
 def echo(message: str, verbose: int | str) -> None:
