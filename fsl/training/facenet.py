@@ -99,12 +99,12 @@ def evaluate_faces(
             (``fsl.models.whitened_embedding``). Pairs of the people a
             whitening was learned on look far tighter than pairs of new
             people (on ORL, a threshold read off them rejected many of the
-            new people's same pairs), so the thresholds are then chosen on cross-fitted
-            training pairs: the training people in 3 folds (``seed``), each
-            fold's pairs scored after a whitening relearned, with the same
-            shrinkage, on the other folds (its S-norm cohort: the other
-            folds' faces). Needs ``train_labels`` and 4 or more training
-            identities.
+            new people's same pairs), so the thresholds are then chosen on
+            cross-fitted training pairs: the training people in 3 folds
+            (``seed``), each fold's pairs scored after a whitening
+            relearned, with the same shrinkage, on the other folds (its
+            S-norm cohort: the other folds' faces). Needs ``train_labels``
+            and 4 or more training identities.
 
     Returns:
         ``verification_accuracy`` (10-fold mean: each fold's threshold chosen
@@ -126,7 +126,10 @@ def evaluate_faces(
 
     Raises:
         ValueError: for an unknown ``score_norm``, or ``"s-norm"`` without
-            ``train_images``.
+            ``train_images``; for ``wccn`` that is not a positive number,
+            without the training faces and labels, with a ``model`` that
+            does not end with a ``Whitening`` layer, or with fewer than 4
+            training identities.
     """
     from fsl.evaluation import (
         accuracy_at_threshold,
@@ -240,7 +243,7 @@ def _cross_fitted_pairs(embeddings, labels, shrinkage, metric, seed, s_norm):
     from fsl.evaluation._validation import l2_normalize
 
     people = np.unique(labels)
-    if len(people) < 2 * 2:
+    if len(people) < 4:
         raise ValueError("wccn needs at least 4 training identities to choose thresholds "
                          f"out of sample. Received: {len(people)} identities")
     folds = np.array_split(np.random.default_rng(seed).permutation(people),
