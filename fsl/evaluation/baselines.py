@@ -35,6 +35,19 @@ def _flatten(images, name: str) -> np.ndarray:
     return array.reshape(len(array), -1)
 
 
+def _rescale(projected: np.ndarray, variance: np.ndarray, whiten: bool,
+             normalize: bool) -> np.ndarray:
+    """Projections on the top eigenfaces (``variance``: theirs), whitened
+    and / or L2-normalised."""
+    if whiten:
+        # Components with zero variance stay 0 rather than NaN.
+        scale = np.sqrt(variance)
+        projected = np.divide(projected, scale, out=np.zeros_like(projected), where=scale > 0)
+    if normalize:
+        projected = l2_normalize(projected)
+    return projected
+
+
 def _principal_axes(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` squared singular values ``[k]`` and right singular vectors
     ``[k, D]`` of the centred data ``[N, D]``.
@@ -168,14 +181,7 @@ class Eigenfaces:
         """
         x = self._check_fitted(images, "images")
         projected = (x - self.mean_) @ self.components_.T
-        if self.whiten:
-            # Components with zero variance stay 0 rather than NaN.
-            scale = np.sqrt(self.explained_variance_)
-            projected = np.divide(projected, scale, out=np.zeros_like(projected),
-                                  where=scale > 0)
-        if self.normalize:
-            projected = l2_normalize(projected)
-        return projected
+        return _rescale(projected, self.explained_variance_, self.whiten, self.normalize)
 
     def fit_transform(self, images) -> np.ndarray:
         """``fit(images)`` then ``transform(images)``."""
@@ -306,16 +312,11 @@ def select_eigenfaces(
                 f"{np.unique(y, return_counts=True)[1].tolist()}")
         pca = Eigenfaces(max(counts)).fit(fit)
         projected = [pca.transform(first), pca.transform(second)]
-        scale = np.sqrt(pca.explained_variance_)
         for k in counts:
             for white in whiten:
                 for unit in normalize:
-                    z = [p[:, :k] for p in projected]
-                    if white:
-                        z = [np.divide(p, scale[:k], out=np.zeros_like(p), where=scale[:k] > 0)
-                             for p in z]
-                    if unit:
-                        z = [l2_normalize(p) for p in z]
+                    z = [_rescale(p[:, :k], pca.explained_variance_[:k], white, unit)
+                         for p in projected]
                     scores.setdefault((k, bool(white), bool(unit)), []).append(
                         auc(pair_distances(z[0], z[1]), same))
     grid = [{"n_components": k, "whiten": white, "normalize": unit,

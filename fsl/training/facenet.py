@@ -214,8 +214,10 @@ def evaluate_faces(
     }
 
 
-#: Folds of the training people for cross-fitted thresholds (``wccn``).
+#: Folds of the training people for cross-fitted thresholds (``wccn``), and
+#: the fewest training people that allow them (2 folds of 2).
 _CROSS_FIT_FOLDS = 3
+_CROSS_FIT_MIN_PEOPLE = 4
 
 
 def _before_whitening(model: keras.Model) -> keras.Model:
@@ -243,9 +245,9 @@ def _cross_fitted_pairs(embeddings, labels, shrinkage, metric, seed, s_norm):
     from fsl.evaluation._validation import l2_normalize
 
     people = np.unique(labels)
-    if len(people) < 4:
-        raise ValueError("wccn needs at least 4 training identities to choose thresholds "
-                         f"out of sample. Received: {len(people)} identities")
+    if len(people) < _CROSS_FIT_MIN_PEOPLE:
+        raise ValueError(f"wccn needs at least {_CROSS_FIT_MIN_PEOPLE} training identities to "
+                         f"choose thresholds out of sample. Received: {len(people)} identities")
     folds = np.array_split(np.random.default_rng(seed).permutation(people),
                            min(_CROSS_FIT_FOLDS, len(people) // 2))
     scores, normalized, same = [], [], []
@@ -459,10 +461,10 @@ def train_facenet(
     mixed_precision = common.check_precision(mixed_precision)
     folder = list_faces(data_dir, min_images=2)
     train_faces, test_faces = identity_split(folder, test_identities, split_seed)
-    if wccn is not None and train_faces.num_classes < 4:
-        raise ValueError("wccn needs at least 4 training identities (thresholds are chosen "
-                         f"out of sample). Received: {train_faces.num_classes} training "
-                         "identities; pass wccn=None")
+    if wccn is not None and train_faces.num_classes < _CROSS_FIT_MIN_PEOPLE:
+        raise ValueError(f"wccn needs at least {_CROSS_FIT_MIN_PEOPLE} training identities "
+                         "(thresholds are chosen out of sample). Received: "
+                         f"{train_faces.num_classes} training identities; pass wccn=None")
     if p is None:
         p = min(DEFAULT_P, train_faces.num_classes)
     if p > train_faces.num_classes:
