@@ -23,6 +23,7 @@ Usage::
     python benchmarks/quality.py mnist
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
     python benchmarks/quality.py orl --repeats 2 --facenet-recipe plain
+    python benchmarks/quality.py orl --repeats 2 --members 2
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
     python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
@@ -163,7 +164,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             facenet, seconds = _timed(
                 train_facenet, data_dir=data, seed=seed + 100 * repeat, split_seed=seed,
                 output_dir=out, run=name, mixed_precision=args.mixed_precision, verbose=0,
-                **FACENET_RECIPES[args.facenet_recipe],
+                **_facenet_recipe(args),
             )
             runs.append({"seed": seed + 100 * repeat,
                          **{k: facenet[k] for k in keys if k in facenet}, "seconds": seconds})
@@ -174,7 +175,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
                 "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
-                "standardize", "wccn")},
+                "standardize", "wccn", "members")},
             "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys if k in runs[0]},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
@@ -250,6 +251,14 @@ FACENET_RECIPES = {
 }
 
 
+def _facenet_recipe(args) -> dict:
+    """``--facenet-recipe``'s arguments, with ``--members`` when given."""
+    recipe = dict(FACENET_RECIPES[args.facenet_recipe])
+    if args.members is not None:
+        recipe["members"] = args.members
+    return recipe
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
@@ -270,6 +279,9 @@ def main(argv=None) -> int:
                         help="FaceNet runs per ORL split (other seeds, same people); default 1")
     parser.add_argument("--facenet-recipe", choices=sorted(FACENET_RECIPES), default="default",
                         help="train_facenet's defaults (default), or a plain recipe for comparison")
+    parser.add_argument("--members", type=_positive_int, default=None,
+                        help="networks per FaceNet run (train_facenet's members; default: "
+                        "the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", default=None,
                         choices=("float32", "mixed_float16", "mixed_bfloat16"),

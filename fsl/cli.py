@@ -325,6 +325,7 @@ def _train_facenet(args) -> dict:
         precise_bn=args.precise_bn,
         test_time_flip=args.test_time_flip,
         wccn=args.wccn,
+        members=args.members,
         score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
     )
@@ -408,6 +409,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="within-class covariance normalisation learned on the training "
                    "faces, appended to the saved embedding, with this shrinkage > 0 "
                    "(default 1), or none")
+    p.add_argument("--members", type=_positive_int, default=1,
+                   help="networks trained side by side (own initial weights and loss) "
+                   "whose embeddings the saved one joins, default 1")
     p.add_argument("--score-norm", choices=("s-norm", "none"), default="s-norm",
                    help="also report verification with S-norm against the training "
                    "people (default), or not (none)")

@@ -67,6 +67,7 @@ __all__ = [
     "facenet_model",
     "pooled_embedding",
     "flip_averaged_embedding",
+    "ensemble_embedding",
     "recalibrate_batch_norm",
     "whitened_embedding",
 ]
@@ -910,6 +911,69 @@ def flip_averaged_embedding(model: keras.Model, name: str | None = None) -> kera
     mean = kl.Average(name="flip_average", dtype=OUTPUT_DTYPE)([model(inputs), model(mirrored)])
     outputs = L2Normalize(name="flip_l2_normalize", dtype=OUTPUT_DTYPE)(mean)
     return keras.Model(inputs, outputs, name=name or f"{model.name}_flip_averaged")
+
+
+def ensemble_embedding(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
+    """Several embedding networks as one: their outputs side by side.
+
+    Each member's embedding is L2-normalised, the ``M`` of them are
+    concatenated and the result L2-normalised again: every member weighs
+    the same and the squared L2 distance between two images is the mean of
+    the members' squared distances (so the ensemble's cosine similarity is
+    the mean of theirs). Networks trained from different random
+    initialisations make partly independent errors, which the average
+    cancels: Lakshminarayanan, Pritzel and Blundell, "Simple and Scalable
+    Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS 2017;
+    Fort, Hu and Lakshminarayanan, "Deep Ensembles: A Loss Landscape
+    Perspective", 2019 (random initialisation alone gives most of the
+    diversity). ``fsl.training.train_facenet(members=...)`` trains the
+    members side by side in one model.
+
+    The returned model shares its weights with ``members`` (no copy); it is
+    one model, saved and exported as one.
+
+    Args:
+        members: one or more models with the same input shape, each from a
+            batch of inputs to embeddings ``[B, D_m]`` (the widths may
+            differ).
+        name: name of the new model.
+
+    Returns:
+        A ``keras.Model`` with the members' input and unit-norm
+        ``[B, sum(D_m)]`` outputs.
+
+    Raises:
+        TypeError: if a member is not a ``keras.Model``.
+        ValueError: if ``members`` is empty, a member does not map one input
+            to one ``[B, D]`` output, or the input shapes differ.
+
+    Examples:
+
+    >>> nets = [facenet_model(input_shape=(32, 32, 1), width=4, blocks=1,
+    ...                       embedding_dim=8, name=f"net{i}") for i in range(2)]
+    >>> ensemble_embedding(nets).output_shape
+    (None, 16)
+    """
+    if isinstance(members, keras.Model) or not isinstance(members, Sequence) or not members:
+        raise ValueError(
+            f"members must be a non-empty list of models. Received: members={members!r}"
+        )
+    members = [_check_encoder(member) for member in members]
+    shapes = {tuple(member.inputs[0].shape[1:]) for member in members}
+    if len(shapes) != 1:
+        raise ValueError(
+            "members must all take the same input shape. Received: input shapes "
+            f"{[tuple(member.inputs[0].shape[1:]) for member in members]}"
+        )
+    inputs = _encoder_input(members[0], "image")
+    parts = [
+        L2Normalize(name=f"member{i}_l2_normalize", dtype=OUTPUT_DTYPE)(member(inputs))
+        for i, member in enumerate(members)
+    ]
+    joined = parts[0] if len(parts) == 1 else kl.Concatenate(
+        name="members", dtype=OUTPUT_DTYPE)(parts)
+    outputs = L2Normalize(name="ensemble_l2_normalize", dtype=OUTPUT_DTYPE)(joined)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _batch_norm_layers(model: keras.Model) -> list:

@@ -270,23 +270,28 @@ def test_train_facenet_recipe_flags(capsys, tmp_path):
         capsys, cli.main(["train", "facenet", "--data", str(faces), "--wccn", "0"]),
         "expected a positive number or 'none', got '0'",
     )
+    _assert_one_line_error(
+        capsys, cli.main(["train", "facenet", "--data", str(faces), "--members", "0"]), "'0'"
+    )
 
 
 def test_train_facenet_flags_reach_the_trainer(tmp_path, orl_dir):
     code = cli.main(["train", "facenet", "--data", str(orl_dir), "--fast", "--image-size", "32",
                      "--p", "5", "--k", "2", "--augment", "0", "--embedding", "projection",
                      "--pooling", "avg", "--no-precise-bn", "--no-test-time-flip",
-                     "--score-norm", "none", "--wccn", "none", "--output-dir", str(tmp_path),
-                     "--run", "f"])
+                     "--score-norm", "none", "--wccn", "none", "--members", "2",
+                     "--output-dir", str(tmp_path), "--run", "f"])
     assert code == 0
     arguments = json.loads((tmp_path / "f" / "config.json").read_text())["arguments"]
     assert (arguments["augment"], arguments["embedding"], arguments["pooling"],
             arguments["precise_bn"], arguments["test_time_flip"], arguments["score_norm"],
-            arguments["wccn"]) == (0.0, "projection", "avg", False, False, None, None)
+            arguments["wccn"], arguments["members"]) == (
+        0.0, "projection", "avg", False, False, None, None, 2)
     # No whitening layer in the saved embedding either.
     import keras
 
     saved = keras.saving.load_model(tmp_path / "f" / "embedding.keras")
     assert not any(layer.name == "wccn" for layer in saved.layers)
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
-    assert metrics["embedding_size"] == 64 and "s_norm_verification_accuracy" not in metrics
+    # Two members' 64-d projections side by side.
+    assert metrics["embedding_size"] == 128 and "s_norm_verification_accuracy" not in metrics

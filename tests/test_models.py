@@ -436,6 +436,47 @@ def test_flip_averaged_embedding_bad_input():
         models.flip_averaged_embedding(vectors)
 
 
+def test_ensemble_embedding_matches_numpy_and_reloads(tmp_path):
+    nets = [models.facenet_model(input_shape=(32, 32, 1), embedding_dim=8 * (i + 1), width=4,
+                                 blocks=1, name=f"net{i}") for i in range(3)]
+    ensemble = models.ensemble_embedding(nets, name="trio")
+    x = _images(4, (32, 32, 1))
+    # Each member normalised, side by side, normalised again: the squared
+    # distance is the mean of the members' squared distances.
+    parts = [net.predict(x, verbose=0).astype("float64") for net in nets]
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    want = unit(np.concatenate([unit(part) for part in parts], axis=1))
+    got = ensemble.predict(x, verbose=0)
+    assert got.shape == (4, 8 + 16 + 24) and ensemble.name == "trio"
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    mean_sq = np.mean([np.sum((part[0] - part[1]) ** 2) for part in parts])
+    np.testing.assert_allclose(np.sum((got[0] - got[1]) ** 2), mean_sq, rtol=1e-4)
+    # Shares the members' weights, adds none.
+    assert len(ensemble.weights) == sum(len(net.weights) for net in nets)
+    path = tmp_path / "ensemble.keras"
+    ensemble.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0), got, rtol=0, atol=1e-6
+    )
+    # One member: its own normalised embedding.
+    np.testing.assert_allclose(models.ensemble_embedding(nets[:1]).predict(x, verbose=0),
+                               unit(parts[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_embedding_bad_input():
+    net = models.facenet_model(input_shape=(32, 32, 1), embedding_dim=8, width=4, blocks=1)
+    with pytest.raises(ValueError, match=r"Received: members=\[\]"):
+        models.ensemble_embedding([])
+    with pytest.raises(ValueError, match="non-empty list of models"):
+        models.ensemble_embedding(net)
+    with pytest.raises(TypeError, match="encoder of type str"):
+        models.ensemble_embedding([net, "net"])
+    other = models.facenet_model(input_shape=(48, 48, 1), embedding_dim=8, width=4, blocks=1,
+                                 name="other")
+    with pytest.raises(ValueError, match=r"input shapes \[\(32, 32, 1\), \(48, 48, 1\)\]"):
+        models.ensemble_embedding([net, other])
+
+
 def test_whitened_embedding_matches_numpy_and_reloads(tmp_path):
     from fsl.evaluation import within_class_whitening
 

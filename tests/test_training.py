@@ -533,6 +533,42 @@ def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
          "fill_mode": "nearest"})
 
 
+def test_facenet_members_train_side_by_side_and_resume(tmp_path, orl_dir):
+    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+    from fsl.training import train_facenet
+
+    kwargs = dict(fast=True, epochs=2, image_size=32, p=5, k=2, members=2, test_time_flip=False,
+                  wccn=None, score_norm=None, output_dir=tmp_path, run="m", verbose=0)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_facenet(orl_dir, callbacks=[_Interrupt()], **kwargs)
+    counter = _CountEpochs()
+    metrics = train_facenet(orl_dir, resume=True, callbacks=[counter], **kwargs)
+    assert counter.epochs == [1]  # one checkpoint holds both members
+    assert metrics["members"] == 2 and metrics["epochs_completed"] == 2
+    history = metrics["history"]
+    # One loss per member; the run's loss is their sum.
+    np.testing.assert_allclose(history["loss"],
+                               np.add(history["facenet_0_loss"], history["facenet_1_loss"]),
+                               rtol=1e-4)
+    trained = keras.saving.load_model(tmp_path / "m" / "model.keras")
+    first, second = trained.get_layer("facenet_0"), trained.get_layer("facenet_1")
+    assert trained.output_shape == [(None, 64), (None, 64)]
+    # Each member starts from its own random weights.
+    assert not np.allclose(first.get_layer("stem1_conv").kernel.numpy(),
+                           second.get_layer("stem1_conv").kernel.numpy())
+    # The saved embedding: each member's normalised pooled features side by
+    # side, normalised again (fsl.models.ensemble_embedding).
+    train, _ = identity_split(list_faces(orl_dir, min_images=2), 10, 0)
+    x, _ = load_images_numpy(train, (32, 32), channels=1, standardize="fixed")
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    parts = [unit(keras.Model(net.input, net.get_layer("gdc_pool").output).predict(
+        x[:6], verbose=0)) for net in (first, second)]
+    embedder = keras.saving.load_model(tmp_path / "m" / "embedding.keras")
+    assert metrics["embedding_size"] == 512
+    np.testing.assert_allclose(embedder.predict(x[:6], verbose=0),
+                               unit(np.concatenate(parts, axis=1)), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -546,6 +582,7 @@ def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
         ({"split_seed": -1}, "split_seed=-1"),
         ({"wccn": 0}, "wccn must be a finite number > 0. Received: wccn=0"),
         ({"wccn": "yes"}, "wccn='yes'"),
+        ({"members": 0}, "members.*Received: members=0"),
     ],
 )
 def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):

@@ -308,6 +308,7 @@ def train_facenet(
     precise_bn: bool = True,
     test_time_flip: bool = True,
     wccn: Optional[float] = 1.0,
+    members: int = 1,
     score_norm: Optional[str] = "s-norm",
     seed: int = 0,
     split_seed: Optional[int] = None,
@@ -402,6 +403,11 @@ def train_facenet(
             learned on the training faces' embeddings and appended to the
             saved embedding (``fsl.models.whitened_embedding``, a layer of
             the model: export and serving do it too); ``None``: none.
+        members: networks trained side by side (each its own initial
+            weights and loss, on the same batches) whose embeddings the
+            saved one concatenates (``fsl.models.ensemble_embedding``,
+            before the mirror average and the whitening); training costs
+            ``members`` times as much.
         score_norm: ``"s-norm"`` (default): the metrics also include
             ``s_norm_verification_accuracy``, pairs scored by
             ``fsl.evaluation.s_norm_distances`` with the training faces as
@@ -454,6 +460,7 @@ def train_facenet(
             raise ValueError(f"{name} must be True or False. Received: {name}={flag!r}")
     if wccn is not None:
         wccn = common.check_positive_float("wccn", wccn)
+    members = common.check_positive_int("members", members)
     _check_score_norm(score_norm)
     seed = common.check_seed(seed)
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
@@ -500,14 +507,28 @@ def train_facenet(
             zoom=_ZOOM * augment, flip=True, fill_mode="nearest",
         )
     with common.dtype_policy(mixed_precision):
-        model = models.facenet_model(
-            input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim,
-            pooling=pooling,
-        )
+        nets = [
+            models.facenet_model(
+                input_shape=(image_size, image_size, 1), embedding_dim=embedding_dim,
+                pooling=pooling, name="facenet" if members == 1 else f"facenet_{m}",
+            )
+            for m in range(members)
+        ]
+    if members == 1:
+        model = nets[0]
+        triplet_loss = _triplet_loss(loss, margin)
+    else:
+        # The members side by side in one model: each its own initial
+        # weights, output and loss on the same batches; one fit, one
+        # checkpoint to resume.
+        inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+        model = keras.Model(inputs, [net(inputs) for net in nets], name="facenet_ensemble")
+        triplet_loss = [_triplet_loss(loss, margin) for _ in nets]
+        dataset = dataset.map(lambda x, y: (x, (y,) * members))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=_triplet_loss(loss, margin),
+        loss=triplet_loss,
         jit_compile=common.resolve_jit(model, jit_compile),
     )
 
@@ -519,7 +540,9 @@ def train_facenet(
     )
     if precise_bn:
         models.recalibrate_batch_norm(model, x_train, batch_size=p * k)
-    embedder = models.pooled_embedding(model) if embedding == "pooled" else model
+    embedders = [models.pooled_embedding(net) if embedding == "pooled" else net for net in nets]
+    embedder = (embedders[0] if members == 1
+                else models.ensemble_embedding(embedders, name="facenet_ensemble_embedding"))
     if test_time_flip:
         embedder = models.flip_averaged_embedding(embedder)
     if wccn is not None:
@@ -538,6 +561,7 @@ def train_facenet(
     metrics["embedding_size"] = int(embedder.output_shape[-1])
     metrics["test_time_flip"] = test_time_flip
     metrics["wccn"] = wccn
+    metrics["members"] = members
     metrics["run_dir"] = str(run_dir.path)
     metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
     s_norm = (
