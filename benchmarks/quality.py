@@ -98,6 +98,9 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
             output_dir=out, run=f"triplet-{loss}", verbose=0,
         )
         results[f"triplet_{loss}"] = {
+            # P x K of the batches (the trainer's default K depends on the loss).
+            "p_k": [_config(out / f"triplet-{loss}").get("arguments", {}).get(key)
+                    for key in ("p", "k")],
             "precision_at_1": metrics["precision_at_1"],
             "pair_accuracy": metrics.get("pair_accuracy"),
             "seconds": seconds,

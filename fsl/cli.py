@@ -358,7 +358,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
     p.add_argument("--sampler", choices=("pk", "random"), default="pk")
     p.add_argument("--p", type=_positive_int, default=10, help="classes per P x K batch")
-    p.add_argument("--k", type=_positive_int, default=16, help="digits per class in a batch")
+    p.add_argument("--k", type=_positive_int, default=None,
+                   help="digits per class in a batch (default 16; 4 with --loss hard)")
     _add_run_options(p)
     p.set_defaults(train=_train_triplet)
 

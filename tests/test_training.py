@@ -334,6 +334,32 @@ def test_triplet_mnist_tiny(tmp_path):
     assert metrics["epochs_completed"] == 1
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("loss, k, want", [
+    ("semihard", None, 16), ("batch-all", None, 16), ("hard", None, 4), ("hard", 8, 8),
+])
+def test_triplet_mnist_default_k_per_loss(tmp_path, monkeypatch, loss, k, want):
+    import fsl.data.sampling
+
+    seen = {}
+
+    def recording(x, y, p, k, seed):
+        seen.update(p=p, k=k)
+        raise _Stop
+
+    monkeypatch.setattr(fsl.data.sampling, "pk_dataset", recording)
+    with pytest.raises(_Stop):
+        mnist_training.train_triplet_mnist(loss=loss, k=k, output_dir=tmp_path, run="t", **TINY)
+    # Batch-hard's default K is 4 (Hermans et al.), the others' 16; config.json
+    # records the K used.
+    assert seen == {"p": 10, "k": want}
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["arguments"]["k"] == want
+
+
 def test_mtfl_fast(tmp_path):
     metrics = train_and_reload_mtfl(tmp_path)
     assert set(metrics["attribute_accuracy"]) == {"gender", "smile", "glasses", "pose"}

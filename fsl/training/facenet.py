@@ -407,7 +407,10 @@ def train_facenet(
             weights and loss, on the same batches) whose embeddings the
             saved one concatenates (``fsl.models.ensemble_embedding``,
             before the mirror average and the whitening); training costs
-            ``members`` times as much.
+            ``members`` times as much. On ORL two members did no better than
+            one (10-fold verification 0.958 raw / 0.968 S-norm against
+            0.959 / 0.967, ``benchmarks/quality.py orl --repeats 2
+            --members 2``), so the default is one.
         score_norm: ``"s-norm"`` (default): the metrics also include
             ``s_norm_verification_accuracy``, pairs scored by
             ``fsl.evaluation.s_norm_distances`` with the training faces as
