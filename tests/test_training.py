@@ -559,6 +559,7 @@ def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
          "fill_mode": "nearest"})
 
 
+@pytest.mark.backend_agnostic  # a whole trainer (tf.data input) on JAX too
 def test_facenet_members_train_side_by_side_and_resume(tmp_path, orl_dir):
     from fsl.data.faces import identity_split, list_faces, load_images_numpy
     from fsl.training import train_facenet
@@ -683,6 +684,7 @@ def _augmented(seed, pairs=False, **kwargs):
     return x, y, images, np.concatenate(labels)
 
 
+@pytest.mark.backend_agnostic  # tf.data + Keras preprocessing layers on any backend
 def test_augment_batches_is_repeatable_with_a_seed():
     kwargs = dict(rotation=0.05, translation=0.1, flip=True, fill_mode="nearest")
     x, y, first, labels = _augmented(3, **kwargs)
@@ -694,6 +696,7 @@ def test_augment_batches_is_repeatable_with_a_seed():
     assert not np.allclose(first, x)  # something was done
 
 
+@pytest.mark.backend_agnostic  # tf.data + Keras preprocessing layers on any backend
 def test_augment_batches_flip_only_against_numpy():
     # Flip only: every image comes back as itself or its mirror image, both occur,
     # and in a pair batch the two sides are flipped independently.

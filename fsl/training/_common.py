@@ -114,7 +114,15 @@ def augment_batches(
         steps.append(keras.layers.RandomZoom(zoom, fill_mode=fill_mode, seed=seed + 2))
     if not steps:
         return dataset
-    augmenter = keras.Sequential(steps, name="augment")
+
+    def augmenter(x, training):
+        # The layers one after the other, not in a keras.Sequential: each
+        # preprocessing layer runs on TensorFlow inside tf.data whatever the
+        # Keras backend, a Sequential would call the backend's (e.g. JAX's)
+        # ops on the pipeline's symbolic tf.Tensors and fail.
+        for step in steps:
+            x = step(x, training=training)
+        return x
 
     def augment(x, y):
         if isinstance(x, (tuple, list)):
