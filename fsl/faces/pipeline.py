@@ -45,7 +45,10 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp")
-_ALIGN_MODES = ("template", "crop", "none")
+#: ``align`` values of ``FacePipeline`` (and ``--align`` of the face commands).
+ALIGN_MODES = ("template", "crop", "none")
+#: ``method`` values of ``FacePipeline.cluster`` (and ``fsl cluster --method``).
+CLUSTER_METHODS = ("agglomerative", "kmeans")
 _PREPROCESSING = ("fixed", "prewhiten", "unit", None)
 
 
@@ -177,8 +180,8 @@ class FacePipeline:
                 f"preprocessing must be one of {_PREPROCESSING}. "
                 f"Received: preprocessing={preprocessing!r}"
             )
-        if align not in _ALIGN_MODES:
-            raise ValueError(f"align must be one of {_ALIGN_MODES}. Received: align={align!r}")
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}. Received: align={align!r}")
         if cohort is not None:
             from fsl.evaluation.verification import _check_cohort
 
@@ -482,7 +485,7 @@ def cluster_embeddings(
     """
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
-    if method not in ("agglomerative", "kmeans"):
+    if method not in CLUSTER_METHODS:
         raise ValueError(f"method must be 'agglomerative' or 'kmeans'. Received: method={method!r}")
     if n_clusters is not None and not 1 <= n_clusters <= len(embeddings):
         raise ValueError(

@@ -136,6 +136,9 @@ def augment_batches(
     return dataset.map(augment).prefetch(tf.data.AUTOTUNE)
 
 
+#: ``loss`` values of the triplet trainers (MNIST and faces).
+TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
+
 #: ``mixed_precision`` values of the trainers: Keras dtype policies.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 

@@ -446,7 +446,7 @@ def train_facenet(
     if fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
     epochs = common.check_positive_int("epochs", DEFAULT_EPOCHS if epochs is None else epochs)
-    loss = common.check_choice("loss", loss, ("semihard", "hard", "batch-all"))
+    loss = common.check_choice("loss", loss, common.TRIPLET_LOSSES)
     if p is not None:
         p = common.check_positive_int("p", p)
     k = common.check_positive_int("k", k)

@@ -27,7 +27,7 @@ EVAL_SEED_TRAIN = 11
 EVAL_SEED_TEST = 12
 #: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
 FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
-TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
+TRIPLET_LOSSES = common.TRIPLET_LOSSES
 #: Digits per class in a P x K batch when ``k`` is not given, per loss:
 #: batch-hard takes each anchor's single hardest positive, and among 15
 #: other digits of its class that is an outlier (K = 16: precision@1 0.851
