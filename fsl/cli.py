@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 
 # The choices of the options: the library's own lists (fsl is imported by
 # the command anyway).
+from fsl.backend import BackendError
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
 from fsl.training._common import PRECISIONS, TRIPLET_LOSSES
 from fsl.training.facenet import EMBEDDINGS, POOLINGS
@@ -57,6 +58,7 @@ EXPECTED_ERRORS = (
     PermissionError,
     ConnectionError,
     KeyError,
+    BackendError,  # a feature needs KERAS_BACKEND=tensorflow
 )
 EXIT_USAGE = 2
 

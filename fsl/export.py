@@ -86,13 +86,9 @@ _MTFL_OUTPUTS = {"landmarks": 10, "gender": 2, "smile": 2, "glasses": 2, "pose":
 
 
 def _require_tensorflow_backend(function: str):
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"fsl.export.{function} writes a TensorFlow SavedModel and needs the "
-            "TensorFlow Keras backend: set KERAS_BACKEND=tensorflow before "
-            f"importing keras. Received: backend={backend!r}"
-        )
+    from fsl.backend import require_tensorflow
+
+    require_tensorflow(f"fsl.export.{function} writes a TensorFlow SavedModel and")
     import tensorflow as tf
 
     return tf

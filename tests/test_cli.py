@@ -220,6 +220,17 @@ def test_embed_images(cli_run, tmp_path, capsys):
     )
 
 
+def test_export_on_another_backend_is_a_one_line_error(cli_run, tmp_path, capsys, monkeypatch):
+    # fsl's backend checks read keras.backend.backend(); Keras itself (loading
+    # the model) does not, so the run loads and the export is refused.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    _assert_one_line_error(
+        capsys, cli.main(["export", str(cli_run), "--export-dir", str(tmp_path / "e")]),
+        "KERAS_BACKEND=tensorflow", "backend='jax'",
+    )
+    assert not (tmp_path / "e").exists()
+
+
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="SavedModel export needs the TF backend"
 )

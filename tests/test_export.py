@@ -612,9 +612,11 @@ def test_rejects_double_standardisation_and_bad_models(tmp_path):
 
 
 def test_other_backends_get_a_clear_error(tmp_path, monkeypatch):
+    from fsl.backend import BackendError
+
     encoder, mtfl = _tiny_encoder(), models.mtfl_model((16, 16, 1), bottleneck=4)
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
+    with pytest.raises(BackendError, match="SavedModel and needs.*KERAS_BACKEND=tensorflow"):
         export.export_embedding_model(encoder, tmp_path / "x")
     with pytest.raises(RuntimeError, match="backend='jax'"):
         export.export_pair_verifier(encoder, tmp_path / "x", threshold=1.0)

@@ -8,6 +8,7 @@ with a scripted detector whose output we choose.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -222,3 +223,16 @@ def test_rgba_file_is_converted(tmp_path):
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         detect(np.zeros((50, 50, 3), np.uint8), detector=_ScriptedDetector([]), **kwargs)
+
+
+def test_other_backends_get_a_clear_error(monkeypatch):
+    # The mtcnn package converts its outputs with TensorFlow's .numpy(): on
+    # another backend, one clear error before any model runs (cached or not).
+    from fsl.backend import BackendError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(BackendError, match=r"KERAS_BACKEND=tensorflow.*--no-detect.*"
+                                           r"Received: backend='jax'"):
+        get_detector()
+    with pytest.raises(BackendError, match="MTCNN"):
+        detect(np.zeros((40, 40, 3), "uint8"))

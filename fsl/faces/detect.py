@@ -96,7 +96,16 @@ def get_detector():
 
     Returns:
         An ``mtcnn.MTCNN`` instance (CPU).
+
+    Raises:
+        fsl.backend.BackendError: on a Keras backend other than TensorFlow.
     """
+    from fsl.backend import require_tensorflow
+
+    # The mtcnn package converts its models' outputs with TensorFlow's .numpy().
+    require_tensorflow("MTCNN face detection (the mtcnn package)",
+                       "; or pass already cropped faces without detection "
+                       "(FacePipeline(detect_faces=False), --no-detect)")
     global _DETECTOR
     if _DETECTOR is None:
         with _DETECTOR_LOCK:
