@@ -139,6 +139,18 @@ def augment_batches(
 #: ``loss`` values of the triplet trainers (MNIST and faces).
 TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
 
+
+def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.Loss:
+    """The ``fsl.losses`` triplet loss a trainer's ``loss`` names (one of
+    ``TRIPLET_LOSSES``), with its margin and distance."""
+    from fsl import losses
+
+    return {
+        "semihard": losses.TripletSemiHardLoss,
+        "hard": losses.TripletHardLoss,
+        "batch-all": losses.TripletBatchAllLoss,
+    }[loss](margin=margin, distance_metric=metric)
+
 #: ``mixed_precision`` values of the trainers: Keras dtype policies.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 

@@ -274,16 +274,6 @@ def _rates_at(distances: np.ndarray, same: np.ndarray, threshold: float, prefix:
             f"{prefix}val_at_threshold": float(np.mean(accepted[same == 1]))}
 
 
-def _triplet_loss(loss: str, margin: float):
-    from fsl import losses
-
-    return {
-        "semihard": losses.TripletSemiHardLoss,
-        "hard": losses.TripletHardLoss,
-        "batch-all": losses.TripletBatchAllLoss,
-    }[loss](margin=margin)
-
-
 def _load(folder, image_size: int, standardize: str):
     from fsl.data.faces import load_images_numpy
 
@@ -519,14 +509,14 @@ def train_facenet(
         ]
     if members == 1:
         model = nets[0]
-        triplet_loss = _triplet_loss(loss, margin)
+        triplet_loss = common.triplet_loss(loss, margin)
     else:
         # The members side by side in one model: each its own initial
         # weights, output and loss on the same batches; one fit, one
         # checkpoint to resume.
         inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
         model = keras.Model(inputs, [net(inputs) for net in nets], name="facenet_ensemble")
-        triplet_loss = [_triplet_loss(loss, margin) for _ in nets]
+        triplet_loss = [common.triplet_loss(loss, margin) for _ in nets]
         dataset = dataset.map(lambda x, y: (x, (y,) * members))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(

@@ -335,16 +335,6 @@ def train_siamese_mnist(
 # === Triplet ===
 
 
-def _triplet_loss(loss: str, margin: float, metric: str):
-    from fsl import losses
-
-    if loss == "semihard":
-        return losses.TripletSemiHardLoss(margin=margin, distance_metric=metric)
-    if loss == "hard":
-        return losses.TripletHardLoss(margin=margin, distance_metric=metric)
-    return losses.TripletBatchAllLoss(margin=margin, distance_metric=metric)
-
-
 def train_triplet_mnist(
     epochs: Optional[int] = None,
     loss: str = "semihard",
@@ -484,7 +474,7 @@ def train_triplet_mnist(
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=_triplet_loss(loss, margin, metric),
+        loss=common.triplet_loss(loss, margin, metric),
         jit_compile=common.resolve_jit(model, jit_compile),
     )
 
