@@ -125,6 +125,14 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.sqrt(np.maximum(square_sum, _L2_NORMALIZE_EPSILON))
 
 
+def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[n_classes, D]`` mean row of ``x`` per class code ``0..n_classes-1``
+    (every code present)."""
+    sums = np.zeros((n_classes, x.shape[1]))
+    np.add.at(sums, codes, x)
+    return sums / np.bincount(codes, minlength=n_classes)[:, None]
+
+
 def cross_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """``[Na, Nb]`` distances between rows of ``a`` and rows of ``b`` (numpy).
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from fsl.evaluation._validation import (
     as_embeddings,
+    class_means,
     cross_distances,
     l2_normalize,
     metric_name,
@@ -150,9 +151,7 @@ class Gallery:
         names = self.names
         index = {name: i for i, name in enumerate(names)}
         codes = np.array([index[name] for name in self._names])
-        sums = np.zeros((len(names), x.shape[1]))
-        np.add.at(sums, codes, x)
-        return sums / np.bincount(codes)[:, None], names
+        return class_means(x, codes, len(names)), names
 
     # === Identification ===
 

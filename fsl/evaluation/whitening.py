@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fsl.evaluation._validation import as_embeddings, as_labels
+from fsl.evaluation._validation import as_embeddings, as_labels, class_means
 
 
 def within_class_whitening(
@@ -67,10 +67,7 @@ def within_class_whitening(
     if counts.max() < 2:
         raise ValueError("within_class_whitening needs a class with at least 2 embeddings. "
                          f"Received: {len(classes)} classes of 1 embedding each")
-    means = np.zeros((len(classes), x.shape[1]))
-    np.add.at(means, index, x)
-    means /= counts[:, None]
-    within = x - means[index]
+    within = x - class_means(x, index, len(classes))[index]
     scatter = within.T @ within / len(x)
     eigenvalues, vectors = np.linalg.eigh(scatter)
     average = float(np.mean(eigenvalues))

@@ -151,6 +151,7 @@ def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.L
         "batch-all": losses.TripletBatchAllLoss,
     }[loss](margin=margin, distance_metric=metric)
 
+
 #: ``mixed_precision`` values of the trainers: Keras dtype policies.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
