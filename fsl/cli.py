@@ -46,6 +46,7 @@ from fsl.backend import BackendError
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
 from fsl.training._common import PRECISIONS, TRIPLET_LOSSES
 from fsl.training.facenet import EMBEDDINGS, POOLINGS
+from fsl.training.mnist import DEFAULT_K
 
 #: Exceptions that mean "the user asked for something wrong", reported in one line.
 EXPECTED_ERRORS = (
@@ -367,7 +368,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("pk", "random"), default="pk")
     p.add_argument("--p", type=_positive_int, default=10, help="classes per P x K batch")
     p.add_argument("--k", type=_positive_int, default=None,
-                   help="digits per class in a batch (default 16; 4 with --loss hard)")
+                   help="digits per class in a batch (default per loss: " + ", ".join(
+                       f"{loss} {k}" for loss, k in DEFAULT_K.items()) + ")")
     _add_run_options(p)
     p.set_defaults(train=_train_triplet)
 

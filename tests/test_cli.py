@@ -71,6 +71,15 @@ def test_help(capsys, argv, expected):
         assert word in out
 
 
+def test_triplet_help_gives_each_loss_default_k(capsys):
+    from fsl.training.mnist import DEFAULT_K
+
+    assert cli.main(["train", "triplet-mnist", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for loss, k in DEFAULT_K.items():
+        assert f"{loss} {k}" in out
+
+
 # === One-line errors ===
 
 
