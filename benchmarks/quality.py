@@ -27,6 +27,7 @@ Usage::
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
     python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
+    python benchmarks/quality.py all --fast   # plumbing only: numbers meaningless
 
 Runs are written to a temporary folder (``--output-dir`` to keep them).
 """
@@ -81,7 +82,7 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
     siamese, seconds = _timed(
         train_siamese_mnist, source=args.source, seed=args.seed, output_dir=out,
         run="siamese", verbose=0, epochs=args.siamese_epochs,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, fast=args.fast,
     )
     results["siamese_contrastive"] = {
         "pair_accuracy": siamese["pair_accuracy"],
@@ -94,7 +95,7 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
     for loss in args.triplet_losses.split(","):
         metrics, seconds = _timed(
             train_triplet_mnist, loss=loss, source=args.source, seed=args.seed,
-            mixed_precision=args.mixed_precision,
+            mixed_precision=args.mixed_precision, fast=args.fast,
             output_dir=out, run=f"triplet-{loss}", verbose=0,
         )
         results[f"triplet_{loss}"] = {
@@ -167,7 +168,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             facenet, seconds = _timed(
                 train_facenet, data_dir=data, seed=seed + 100 * repeat, split_seed=seed,
                 output_dir=out, run=name, mixed_precision=args.mixed_precision, verbose=0,
-                **_facenet_recipe(args),
+                fast=args.fast, **_facenet_recipe(args),
             )
             runs.append({"seed": seed + 100 * repeat,
                          **{k: facenet[k] for k in keys if k in facenet}, "seconds": seconds})
@@ -218,7 +219,7 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 
     metrics, seconds = _timed(
         train_mtfl, seed=args.seed, output_dir=out, run="mtfl", verbose=0,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, fast=args.fast,
     )
     attributes = metrics["attribute_accuracy"]
     return {
@@ -262,6 +263,19 @@ def _facenet_recipe(args) -> dict:
     return recipe
 
 
+class _RetracingFilter:
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Every model traces its own predict function once; from the second run
+    in one process on, TensorFlow's detector counts those first traces of
+    new models as retracing of one function and warns, though nothing is
+    traced twice.
+    """
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
@@ -292,11 +306,15 @@ def main(argv=None) -> int:
     parser.add_argument("--siamese-epochs", type=int, default=None,
                         help="epochs of the siamese recipe (default: the trainer's)")
     parser.add_argument("--output-dir", default=None, help="keep the runs here")
+    parser.add_argument("--fast", action="store_true",
+                        help="each trainer's smoke run (a couple of batches): checks the "
+                             "plumbing, the numbers mean nothing")
     args = parser.parse_args(argv)
 
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("tensorflow").addFilter(_RetracingFilter())
     tasks = list(BENCHES) if args.task == "all" else [args.task]
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(args.output_dir or tmp)
@@ -305,6 +323,7 @@ def main(argv=None) -> int:
             "command": " ".join(["python", "benchmarks/quality.py", *(argv or sys.argv[1:])]),
             "machine": _machine(),
             "targets": TARGETS,
+            "fast": args.fast,
         }
         for task in tasks:
             report[task] = BENCHES[task](args, out / task)

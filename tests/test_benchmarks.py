@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -33,3 +34,84 @@ def test_train_throughput_prints_records():
     assert record["jit_compile"] is False
     # images/s counts both images of each pair: 2 * batch / (seconds per step).
     assert record["images_per_s"] == pytest.approx(2 * 8 / (record["ms_per_step"] / 1e3), rel=0.01)
+
+
+@pytest.mark.slow
+def test_quality_report_is_consistent_with_its_runs(tmp_path, orl_dir):
+    """``quality.py all --fast``: every task's entry matches the runs it kept
+    (metrics.json, config.json), the ORL means are the means of its runs and
+    splits, the Eigenfaces baseline is what its recorded recipe scores, and
+    each ``meets_target`` follows from the numbers and ``TARGETS``."""
+    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+    from fsl.evaluation import Eigenfaces
+    from fsl.training.facenet import evaluate_faces
+
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "all", "--fast",
+         "--data", str(orl_dir), "--splits", "1", "--repeats", "2",
+         "--triplet-losses", "hard", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "triggered tf.function retracing" not in proc.stderr
+    report = json.loads(proc.stdout)
+    targets = report["targets"]
+    assert report["fast"] is True and "--fast" in report["command"]
+
+    def metrics(run):
+        return json.loads((run / "metrics.json").read_text())
+
+    mnist = report["mnist"]
+    siamese = mnist["siamese_contrastive"]
+    assert siamese["pair_accuracy"] == metrics(out / "mnist" / "siamese")["pair_accuracy"]
+    assert siamese["meets_target"] == (siamese["pair_accuracy"] >= targets["siamese_pair_accuracy"]
+                                       and siamese["seconds"] <= targets["train_seconds"])
+    hard = mnist["triplet_hard"]
+    config = json.loads((out / "mnist" / "triplet-hard" / "config.json").read_text())
+    assert hard["p_k"] == [config["arguments"]["p"], config["arguments"]["k"]]
+    assert hard["precision_at_1"] == metrics(out / "mnist" / "triplet-hard")["precision_at_1"]
+    assert mnist["data_source"] == config["data_source"]
+
+    orl = report["orl"]
+    (split,) = orl["splits"]
+    runs = split["facenet_runs"]
+    assert [r["seed"] for r in runs] == [1, 101]
+    for run, name in zip(runs, ("facenet-1", "facenet-1-1")):
+        kept = metrics(out / "orl" / name)
+        for key in ("verification_accuracy", "s_norm_verification_accuracy", "nmi"):
+            assert run[key] == kept[key]
+    for key in ("s_norm_verification_accuracy", "precision_at_1", "nmi"):
+        assert split["facenet"][key] == pytest.approx(np.mean([r[key] for r in runs]))
+        assert orl["mean_over_splits"]["facenet"][key] == split["facenet"][key]
+    facenet = orl["mean_over_splits"]["facenet"]
+    assert facenet["target_verification_score"] == "s_norm_verification_accuracy"
+    assert facenet["meets_target"] == (
+        facenet["s_norm_verification_accuracy"] >= targets["orl_verification_accuracy"]
+        and facenet["precision_at_1"] >= targets["orl_precision_at_1"]
+        and facenet["nmi"] >= targets["orl_nmi"]
+        and facenet["max_seconds"] <= targets["train_seconds"])
+    # The baseline: its recorded recipe, refitted here, scores the same.
+    train, test = identity_split(list_faces(orl_dir), test_identities=10, seed=1)
+    assert split["test_people"] == test.class_names
+    x_train, y_train = load_images_numpy(train, image_size=(112, 92), standardize="unit")
+    x_test, y_test = load_images_numpy(test, image_size=(112, 92), standardize="unit")
+    recipe = split["eigenfaces_recipe"]
+    eigen = Eigenfaces(**{k: recipe[k] for k in ("n_components", "whiten", "normalize")})
+    eigen.fit(x_train)
+
+    class Flat:
+        def predict(self, images, **_):
+            return eigen.transform(np.asarray(images).reshape(len(images), -1))
+
+    again = evaluate_faces(Flat(), x_test, y_test, seed=1, train_images=x_train,
+                           train_labels=y_train, score_norm="s-norm")
+    for key in ("verification_accuracy", "s_norm_verification_accuracy", "precision_at_1"):
+        assert split["eigenfaces"][key] == pytest.approx(again[key], abs=1e-9)
+
+    mtfl = report["mtfl"]
+    assert mtfl["mean_error"] == metrics(out / "mtfl" / "mtfl")["mean_error"]
+    assert mtfl["meets_target"] == (
+        mtfl["mean_error"] <= targets["mtfl_landmark_error"]
+        and all(v >= targets["mtfl_attribute_accuracy"] for v in mtfl["attribute_accuracy"].values())
+        and mtfl["seconds"] <= targets["train_seconds"])
