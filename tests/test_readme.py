@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from conftest import REPO
 
@@ -13,9 +14,16 @@ def test_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no Python example"
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "model.keras").is_file()
+    # e.g. Keras' "Skipping variable loading for optimizer": what a reader
+    # copying the example would see.
+    keras_warnings = [str(w.message) for w in caught
+                      if issubclass(w.category, UserWarning) and "keras" in w.filename]
+    assert not keras_warnings, keras_warnings
 
 
 def test_opening_commands_are_the_install_and_run_commands():
