@@ -262,6 +262,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="pipeline names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # Other jobs on the machine slow every timing down: their load when we start.
+    load_at_start = list(os.getloadavg())
 
     results = {}
     for name, build in PIPELINES.items():
@@ -279,6 +281,7 @@ def main(argv=None) -> dict:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "tensorflow": tf.__version__,
+            "load_average_at_start": load_at_start,
         },
         "mnist_source": mnist().source,
         "pipelines": results,

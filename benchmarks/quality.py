@@ -66,6 +66,8 @@ def _machine() -> dict:
         "python": platform.python_version(),
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
+        # Other jobs on the machine slow every timing down: their load when we start.
+        "load_average_at_start": list(os.getloadavg()),
     }
 
 

@@ -46,6 +46,8 @@ def _machine() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        # Other jobs on the machine slow every timing down: their load when we start.
+        "load_average_at_start": list(os.getloadavg()),
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -279,6 +281,7 @@ def main(argv=None) -> int:
         return 0
 
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    machine = _machine()  # before the runs: the load of other jobs, not ours
     records = []
     for backend in [b for b in args.backends.split(",") if b]:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
@@ -302,7 +305,7 @@ def main(argv=None) -> int:
     print(json.dumps({
         "benchmark": "train_throughput",
         "command": " ".join(["python", "benchmarks/train_throughput.py", *forwarded]),
-        "machine": _machine(),
+        "machine": machine,
         "results": records,
     }, indent=2))
     return 0

@@ -17,6 +17,52 @@ import pytest
 from conftest import REPO
 
 
+def _assert_load_average(load):
+    """Three non-negative numbers: the 1, 5 and 15 minute load averages."""
+    assert isinstance(load, list) and len(load) == 3, load
+    assert all(isinstance(v, float) and v >= 0 for v in load), load
+
+
+def test_mining_prints_one_record_per_configuration():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "mining.py"), "--sizes", "32", "64",
+         "--strategies", "semihard", "hard", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout)
+    assert [(r["strategy"], r["B"]) for r in records] == [
+        ("semihard", 32), ("semihard", 64), ("hard", 32), ("hard", 64)]
+    for record in records:
+        assert "error" not in record, record
+        assert record["seconds_per_step"] > 0 and record["D"] == 128
+        assert record["tfa_tile_bytes"] == 4 * record["B"] ** 3
+        assert record["peak_rss_bytes"] >= record["rss_before_first_step_bytes"] > 0
+        _assert_load_average(record["load_average_at_start"])
+
+
+def test_pipelines_rates_follow_from_their_counts():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pipelines.py"), "--seconds", "0.3",
+         "--steps", "2", "--rounds", "1", "--only", "mnist_pairs"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert list(report["pipelines"]) == ["mnist_pairs"]
+    pairs = report["pipelines"]["mnist_pairs"]
+    assert pairs["batch"] == "128 pairs"
+    # Two images per pair, 128 pairs per element, over the measured seconds
+    # (rounded to 0.01 s in the report).
+    assert pairs["images_per_s"] == pytest.approx(
+        pairs["elements"] * 256 / pairs["seconds"], rel=0.05)
+    step = report["siamese_step_overhead"]
+    overhead = step["pipeline_step_ms"] / step["in_memory_step_ms"] - 1
+    assert step["overhead"] == pytest.approx(overhead, abs=0.01)
+    assert step["meets_target"] == (step["overhead"] <= step["target_overhead"])
+    _assert_load_average(report["machine"]["load_average_at_start"])
+
+
 @pytest.mark.slow
 def test_train_throughput_prints_records():
     proc = subprocess.run(
@@ -32,6 +78,7 @@ def test_train_throughput_prints_records():
     assert "error" not in record, record
     assert record["framework"] == "keras-tensorflow" and record["batch_size"] == 8
     assert record["jit_compile"] is False
+    _assert_load_average(report["machine"]["load_average_at_start"])
     # images/s counts both images of each pair: 2 * batch / (seconds per step).
     assert record["images_per_s"] == pytest.approx(2 * 8 / (record["ms_per_step"] / 1e3), rel=0.01)
 
@@ -58,6 +105,7 @@ def test_quality_report_is_consistent_with_its_runs(tmp_path, orl_dir):
     report = json.loads(proc.stdout)
     targets = report["targets"]
     assert report["fast"] is True and "--fast" in report["command"]
+    _assert_load_average(report["machine"]["load_average_at_start"])
 
     def metrics(run):
         return json.loads((run / "metrics.json").read_text())
