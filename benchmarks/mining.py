@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+import _machine
+
 STRATEGIES = ("semihard", "hard", "batch-all")
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (64, 128, 256)
@@ -87,8 +89,7 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
     x = rng.normal(size=(batch_size, dim)).astype("float32")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     y = (np.arange(batch_size) // EXAMPLES_PER_CLASS).astype("int32")
-    # Other jobs on the machine slow every timing down: their load when we start.
-    load_average = list(os.getloadavg())
+    machine = _machine.describe()  # before the timed work
     step = _forward_backward(strategy)
     baseline = _rss_high_water_bytes()
     step(y, x)  # warm-up: trace / compile
@@ -107,7 +108,7 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
         "peak_rss_bytes": _rss_high_water_bytes(),
         "rss_before_first_step_bytes": baseline,
         "tfa_tile_bytes": 4 * batch_size**3,
-        "load_average_at_start": load_average,
+        "machine": machine,
     }
 
 

@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _machine  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -262,8 +262,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help="pipeline names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    # Other jobs on the machine slow every timing down: their load when we start.
-    load_at_start = list(os.getloadavg())
+    machine = _machine.describe()  # before the timed work
 
     results = {}
     for name, build in PIPELINES.items():
@@ -277,12 +276,7 @@ def main(argv=None) -> dict:
         results[name] = {**info, **images_per_second(dataset, per_element, args.seconds)}
 
     report = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "tensorflow": tf.__version__,
-            "load_average_at_start": load_at_start,
-        },
+        "machine": {**machine, "tensorflow": tf.__version__},
         "mnist_source": mnist().source,
         "pipelines": results,
         "siamese_step_overhead": step_overhead(args.steps, args.rounds),

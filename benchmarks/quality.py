@@ -38,11 +38,11 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
 
+import _machine as _machine_lib
 import numpy as np
 
 TARGETS = {
@@ -60,15 +60,8 @@ TARGETS = {
 def _machine() -> dict:
     import keras
 
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        # Other jobs on the machine slow every timing down: their load when we start.
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    return {**_machine_lib.describe(), "keras": keras.__version__,
+            "backend": keras.backend.backend()}
 
 
 def _timed(fn, **kwargs) -> tuple[dict, float]:

@@ -31,33 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+import _machine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _machine() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        # Other jobs on the machine slow every timing down: their load when we start.
-        "load_average_at_start": list(os.getloadavg()),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 # --------------------------------------------------------------------------
@@ -281,7 +262,7 @@ def main(argv=None) -> int:
         return 0
 
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
-    machine = _machine()  # before the runs: the load of other jobs, not ours
+    machine = _machine.describe()  # before the runs: the load of other jobs, not ours
     records = []
     for backend in [b for b in args.backends.split(",") if b]:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")

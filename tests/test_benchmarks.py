@@ -8,6 +8,7 @@ break them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,12 @@ import pytest
 from conftest import REPO
 
 
-def _assert_load_average(load):
-    """Three non-negative numbers: the 1, 5 and 15 minute load averages."""
+def _assert_machine(machine):
+    """The CPU the numbers were taken on, and how busy it was (three
+    non-negative numbers: the 1, 5 and 15 minute load averages)."""
+    assert machine["cpu_count"] == os.cpu_count()
+    assert "cpu_model" in machine and machine["platform"]
+    load = machine["load_average_at_start"]
     assert isinstance(load, list) and len(load) == 3, load
     assert all(isinstance(v, float) and v >= 0 for v in load), load
 
@@ -38,7 +43,7 @@ def test_mining_prints_one_record_per_configuration():
         assert record["seconds_per_step"] > 0 and record["D"] == 128
         assert record["tfa_tile_bytes"] == 4 * record["B"] ** 3
         assert record["peak_rss_bytes"] >= record["rss_before_first_step_bytes"] > 0
-        _assert_load_average(record["load_average_at_start"])
+        _assert_machine(record["machine"])
 
 
 def test_pipelines_rates_follow_from_their_counts():
@@ -60,7 +65,7 @@ def test_pipelines_rates_follow_from_their_counts():
     overhead = step["pipeline_step_ms"] / step["in_memory_step_ms"] - 1
     assert step["overhead"] == pytest.approx(overhead, abs=0.01)
     assert step["meets_target"] == (step["overhead"] <= step["target_overhead"])
-    _assert_load_average(report["machine"]["load_average_at_start"])
+    _assert_machine(report["machine"])
 
 
 @pytest.mark.slow
@@ -78,7 +83,7 @@ def test_train_throughput_prints_records():
     assert "error" not in record, record
     assert record["framework"] == "keras-tensorflow" and record["batch_size"] == 8
     assert record["jit_compile"] is False
-    _assert_load_average(report["machine"]["load_average_at_start"])
+    _assert_machine(report["machine"])
     # images/s counts both images of each pair: 2 * batch / (seconds per step).
     assert record["images_per_s"] == pytest.approx(2 * 8 / (record["ms_per_step"] / 1e3), rel=0.01)
 
@@ -105,7 +110,7 @@ def test_quality_report_is_consistent_with_its_runs(tmp_path, orl_dir):
     report = json.loads(proc.stdout)
     targets = report["targets"]
     assert report["fast"] is True and "--fast" in report["command"]
-    _assert_load_average(report["machine"]["load_average_at_start"])
+    _assert_machine(report["machine"])
 
     def metrics(run):
         return json.loads((run / "metrics.json").read_text())
