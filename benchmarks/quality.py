@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-import _machine as _machine_lib
+import _machine
 import numpy as np
 
 TARGETS = {
@@ -57,10 +57,10 @@ TARGETS = {
 }
 
 
-def _machine() -> dict:
+def _machine_info() -> dict:
     import keras
 
-    return {**_machine_lib.describe(), "keras": keras.__version__,
+    return {**_machine.describe(), "keras": keras.__version__,
             "backend": keras.backend.backend()}
 
 
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
         report = {
             "benchmark": "quality",
             "command": " ".join(["python", "benchmarks/quality.py", *(argv or sys.argv[1:])]),
-            "machine": _machine(),
+            "machine": _machine_info(),
             "targets": TARGETS,
             "fast": args.fast,
         }

@@ -38,8 +38,6 @@ import time
 
 import _machine
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 # --------------------------------------------------------------------------
 # Keras worker (runs inside a subprocess with KERAS_BACKEND set)
