@@ -1,13 +1,15 @@
 """Speed and peak memory of the online triplet losses (forward + backward).
 
-For each strategy (semihard, hard, batch-all) and batch size B, a fresh Python
+For each strategy (semihard, hard, batch-all, and the lifted-structure loss)
+and batch size B, a fresh Python
 subprocess builds random ``[B, D]`` embeddings (4 examples per class), runs
 the loss and its gradient once to warm up (tracing / compilation), then
 ``--repeats`` more times, and reports the median seconds and its peak resident
 memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), so each number covers
 one configuration only. ``tfa_tile_bytes`` is the size of the float32
-``[B * B, B]`` tile that TensorFlow Addons' semi-hard loss materialises
-(computed, not run), for comparison with ``fsl``'s O(B^2) memory.
+``[B * B, B]`` tile that TensorFlow Addons' semi-hard and lifted losses
+materialise (computed, not run; TFA's lifted loss builds several), for
+comparison with ``fsl``'s O(B^2) memory.
 
 Usage::
 
@@ -31,7 +33,7 @@ import time
 
 import _machine
 
-STRATEGIES = ("semihard", "hard", "batch-all")
+STRATEGIES = ("semihard", "hard", "batch-all", "lifted")
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (64, 128, 256)
 EXAMPLES_PER_CLASS = 4
@@ -52,6 +54,8 @@ def _loss_fn(strategy: str):
         return lambda y, x: losses.triplet_hard_loss(y, x, margin=1.0)
     if strategy == "batch-all":
         return lambda y, x: losses.triplet_batch_all_loss(y, x, margin=1.0)
+    if strategy == "lifted":
+        return lambda y, x: losses.lifted_struct_loss(y, x, margin=1.0)
     raise ValueError(f"Unknown strategy. Received: strategy={strategy!r}")
 
 

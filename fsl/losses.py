@@ -7,18 +7,21 @@ package ``"fsl"``: a model compiled with one reloads with
 ``keras.saving.load_model(path)`` and no ``custom_objects``.
 
 Names, arguments and results follow ``tfa.losses`` (``ContrastiveLoss``,
-``TripletSemiHardLoss``, ``TripletHardLoss``), checked against values computed
+``TripletSemiHardLoss``, ``TripletHardLoss``, ``LiftedStructLoss``,
+``NpairsLoss``, ``NpairsMultilabelLoss``), checked against values computed
 with TensorFlow Addons 0.23. Added: ``TripletLoss`` on explicit triplets,
-``PairContrastiveLoss`` on stacked embedding pairs and ``TripletBatchAllLoss``.
+``PairContrastiveLoss`` on stacked embedding pairs and ``TripletBatchAllLoss``;
+``LiftedStructLoss`` also takes ``distance_metric``.
 
 Differences from TFA, all where TFA returns NaN or a meaningless value:
 
 * A batch with no valid triplet (no two examples share a label, or every
   example has the same label, or ``B = 1``) gives a loss of exactly 0 with a
-  zero gradient. TFA's semi-hard loss returns NaN there (0 / 0) and its hard
-  loss returns about ``margin``.
-* The online triplet losses never build the ``[B * B, B]`` tile of TFA's
-  semi-hard loss: memory is O(B^2) (see ``fsl.mining``).
+  zero gradient. TFA's semi-hard and lifted losses return NaN there (0 / 0)
+  and its hard loss returns about ``margin``. A row of
+  ``NpairsMultilabelLoss`` with no label is left out of the mean (TFA: NaN).
+* The online triplet and lifted losses never build the ``[B * B, B]`` tile of
+  TFA's semi-hard and lifted losses: memory is O(B^2) (see ``fsl.mining``).
 * Gradients are finite for duplicate or identical embeddings (the square root
   of a zero distance has a zero gradient).
 
@@ -47,12 +50,18 @@ __all__ = [
     "triplet_semihard_loss",
     "triplet_hard_loss",
     "triplet_batch_all_loss",
+    "lifted_struct_loss",
+    "npairs_loss",
+    "npairs_multilabel_loss",
     "ContrastiveLoss",
     "PairContrastiveLoss",
     "TripletLoss",
     "TripletSemiHardLoss",
     "TripletHardLoss",
     "TripletBatchAllLoss",
+    "LiftedStructLoss",
+    "NpairsLoss",
+    "NpairsMultilabelLoss",
 ]
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -394,6 +403,169 @@ def triplet_batch_all_loss(
     return _restore_dtype(loss, dtype)
 
 
+def _masked_logsumexp(values, mask):
+    """``log(sum(exp(values)))`` of each row over ``mask``; ``(lse [B], has [B])``.
+
+    A row with an empty mask gets a large finite negative value (standing for
+    ``-inf``) so that ``logaddexp`` with it returns the other side and nothing
+    downstream meets ``log(0)``; ``has`` tells which rows are real.
+    """
+    mask = ops.cast(mask, "bool")
+    has = ops.any(mask, axis=1)
+    row_max = mining.masked_maximum(values, mask, keepdims=True)
+    shifted = ops.where(mask, values - row_max, ops.full_like(values, -1e4))
+    total = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=1)
+    total = ops.where(has, total, ops.ones_like(total))
+    lse = ops.squeeze(row_max, axis=1) + ops.log(total)
+    return ops.where(has, lse, ops.full_like(lse, -1e30)), has
+
+
+def lifted_struct_loss(
+    y_true, y_pred, margin: float = 1.0, distance_metric: Metric = "L2"
+):
+    """Lifted structured loss (as ``tfa.losses.lifted_struct_loss``).
+
+    For every positive pair ``(i, j)`` of the batch, a smooth hinge over all
+    the negatives of both ends::
+
+        J_ij = log(sum_{k in N_i} exp(margin - D_ik)
+                   + sum_{l in N_j} exp(margin - D_jl)) + D_ij
+        loss = 1 / (2 |P|) * sum_{(i, j) in P} max(J_ij, 0) ** 2
+
+    Song, Xiang, Jegelka and Savarese 2016, "Deep Metric Learning via Lifted
+    Structured Feature Embedding" (eq. 4). TFA tiles a ``[B * B, B]`` tensor;
+    this form needs O(B^2) memory (one log-sum-exp per row).
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``.
+        y_pred: embeddings ``[B, D]`` (the paper and TFA use them not
+            normalised).
+        margin: the margin ``alpha``.
+        distance_metric: ``"L2"`` (default, TFA's only choice),
+            ``"squared-L2"``, ``"angular"`` or a callable ``[B, D] -> [B, B]``.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``; 0 when the batch has no
+        positive pair or no negative (TFA returns NaN there).
+
+    Raises:
+        ValueError: negative margin, unknown metric, ``y_pred`` not rank 2.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> x = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0]], "float32")
+    >>> # each pair: J = log(2 * (e^(1 - 3) + e^(1 - sqrt(10)))) + 1 = 0.3085
+    >>> round(float(lifted_struct_loss(np.array([0, 0, 1, 1]), x, margin=1.0)), 4)
+    0.0476
+    """
+    margin = _validate_margin(margin)
+    metric = _validate_metric(distance_metric)
+    distances, positive_mask, negative_mask, _, dtype = _prepare_batch(
+        y_true, y_pred, metric
+    )
+    lse, has_negative = _masked_logsumexp(margin - distances, negative_mask)
+    j = ops.logaddexp(ops.expand_dims(lse, 1), ops.expand_dims(lse, 0)) + distances
+    valid = ops.logical_and(
+        positive_mask,
+        ops.logical_or(ops.expand_dims(has_negative, 1), ops.expand_dims(has_negative, 0)),
+    )
+    squared = ops.where(valid, ops.square(ops.maximum(j, 0.0)), 0.0)
+    count = ops.sum(ops.cast(valid, distances.dtype))
+    # Each unordered pair appears twice in the [B, B] sum, and in the count.
+    loss = 0.5 * ops.sum(squared) / ops.maximum(count, 1.0)
+    return _restore_dtype(loss, dtype)
+
+
+def _check_logits(y_pred):
+    logits = _check_rank(
+        y_pred, 2, "y_pred", "[B, B] (similarities of anchors to positives)"
+    )
+    rows, cols = logits.shape
+    if rows is not None and cols is not None and rows != cols:
+        raise ValueError(
+            "y_pred must have shape [B, B] (similarities of anchors to "
+            f"positives). Received: y_pred.shape={tuple(logits.shape)}"
+        )
+    return _to_compute_dtype(logits)
+
+
+def _soft_target_cross_entropy(targets, logits):
+    """Per-row cross-entropy of ``softmax(logits)`` against row-normalised targets."""
+    total = ops.sum(targets, axis=1, keepdims=True)
+    has = ops.squeeze(ops.greater(total, 0.0), axis=1)
+    targets = targets / ops.where(ops.greater(total, 0.0), total, ops.ones_like(total))
+    per_row = -ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1)
+    return per_row, has
+
+
+def npairs_loss(y_true, y_pred):
+    """N-pairs loss (as ``tfa.losses.npairs_loss``).
+
+    ``y_pred[i, j]`` is the similarity of anchor ``i`` to positive ``j``
+    (e.g. ``anchors @ positives.T``); each row is a softmax over the
+    positives, and its target is uniform over the positives whose label is
+    the anchor's. The loss is the mean cross-entropy over the anchors. Sohn
+    2016, "Improved Deep Metric Learning with Multi-class N-pair Loss
+    Objective" (TFA's form: without the paper's L2 penalty on the
+    embeddings).
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``, the class of pair ``i``.
+        y_pred: similarity matrix ``[B, B]``.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``.
+
+    Raises:
+        ValueError: ``y_pred`` not of shape ``[B, B]``, or labels not ``[B]``.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]], "float32")
+    >>> round(float(npairs_loss(np.array([0, 1]), logits)), 4)  # log(1 + e^-2)
+    0.1269
+    """
+    logits, dtype = _check_logits(y_pred)
+    labels = mining._flat_labels(y_true)
+    same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
+    per_row, _ = _soft_target_cross_entropy(ops.cast(same, logits.dtype), logits)
+    return _restore_dtype(ops.mean(per_row), dtype)
+
+
+def npairs_multilabel_loss(y_true, y_pred):
+    """N-pairs loss for multi-label data (as ``tfa.losses.npairs_multilabel_loss``).
+
+    The target of row ``i`` is proportional to the number of labels that
+    pairs ``i`` and ``j`` share, ``|labels(i) & labels(j)|``; otherwise as
+    ``npairs_loss``.
+
+    Args:
+        y_true: 0/1 indicators ``[B, C]`` (``y_true[i, c] = 1`` when pair
+            ``i`` has class ``c``); a ``tf.SparseTensor`` is made dense.
+        y_pred: similarity matrix ``[B, B]``.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``: the mean over the rows that
+        have at least one label (TFA returns NaN when a row has none); 0 when
+        no row has one.
+
+    Raises:
+        ValueError: ``y_pred`` not of shape ``[B, B]``, ``y_true`` not rank 2.
+    """
+    logits, dtype = _check_logits(y_pred)
+    indicators = _check_rank(
+        ops.convert_to_tensor(y_true, sparse=False), 2, "y_true", "[B, C] (0/1)"
+    )
+    indicators = ops.cast(indicators, logits.dtype)
+    shared = ops.matmul(indicators, ops.transpose(indicators))
+    per_row, has = _soft_target_cross_entropy(shared, logits)
+    count = ops.sum(ops.cast(has, logits.dtype))
+    loss = ops.sum(ops.where(has, per_row, 0.0)) / ops.maximum(count, 1.0)
+    return _restore_dtype(loss, dtype)
+
+
 # === Loss classes ===
 
 
@@ -638,3 +810,84 @@ class TripletBatchAllLoss(_MarginLoss):
         return triplet_batch_all_loss(
             y_true, y_pred, self.margin, self.distance_metric
         )
+
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class LiftedStructLoss(_MarginLoss):
+    """Lifted structured loss (``tfa.losses.LiftedStructLoss``).
+
+    ``y_true``: integer labels ``[B]`` or ``[B, 1]``; ``y_pred``: embeddings
+    ``[B, D]``. See ``lifted_struct_loss`` (Song et al. 2016).
+
+    Args:
+        margin: the margin (>= 0).
+        distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
+            or a registered callable.
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        distance_metric: Metric = "L2",
+        reduction: str = "sum_over_batch_size",
+        name: str = "lifted_struct_loss",
+        dtype=None,
+    ):
+        super().__init__(margin, distance_metric, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return lifted_struct_loss(y_true, y_pred, self.margin, self.distance_metric)
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class NpairsLoss(keras.losses.Loss):
+    """N-pairs loss on a similarity matrix (``tfa.losses.NpairsLoss``).
+
+    ``y_true``: integer labels ``[B]``; ``y_pred``: similarities ``[B, B]``
+    of anchors to positives. See ``npairs_loss`` (Sohn 2016).
+
+    Args:
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        reduction: str = "sum_over_batch_size",
+        name: str = "npairs_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return npairs_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class NpairsMultilabelLoss(keras.losses.Loss):
+    """Multi-label N-pairs loss (``tfa.losses.NpairsMultilabelLoss``).
+
+    ``y_true``: 0/1 indicators ``[B, C]``; ``y_pred``: similarities
+    ``[B, B]``. See ``npairs_multilabel_loss``.
+
+    Args:
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        reduction: str = "sum_over_batch_size",
+        name: str = "npairs_multilabel_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return npairs_multilabel_loss(y_true, y_pred)

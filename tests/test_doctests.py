@@ -1,4 +1,4 @@
-"""The Examples in fsl.evaluation docstrings run and give what they show."""
+"""The Examples in the docstrings of fsl's core and evaluation modules run and give what they show."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import importlib
 import pytest
 
 MODULES = [
+    "fsl.distances",
+    "fsl.mining",
+    "fsl.losses",
+    "fsl.layers",
     "fsl.evaluation.verification",
     "fsl.evaluation.retrieval",
     "fsl.evaluation.recognition",
