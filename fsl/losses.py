@@ -413,6 +413,8 @@ def _masked_logsumexp(values, mask):
     mask = ops.cast(mask, "bool")
     has = ops.any(mask, axis=1)
     row_max = mining.masked_maximum(values, mask, keepdims=True)
+    # Masked-out entries are replaced before exp, not after: exp of a large
+    # masked value would be inf, and where()'s gradient 0 * inf is NaN.
     shifted = ops.where(mask, values - row_max, ops.full_like(values, -1e4))
     total = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=1)
     total = ops.where(has, total, ops.ones_like(total))

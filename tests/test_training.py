@@ -322,16 +322,32 @@ def test_resolve_jit():
 # === Other trainers (smoke runs) ===
 
 
-def test_triplet_mnist_tiny(tmp_path):
+@pytest.mark.parametrize("loss", ["semihard", "lifted"])
+def test_triplet_mnist_tiny(tmp_path, loss):
     metrics = mnist_training.train_triplet_mnist(
-        epochs=1, p=5, k=4, output_dir=tmp_path, run="t", **TINY
+        loss=loss, epochs=1, p=5, k=4, output_dir=tmp_path, run="t", **TINY
     )
-    e = keras.saving.load_model(tmp_path / "t" / "model.keras").predict(
-        np.zeros((2, 28, 28, 1), "float32"), verbose=0
-    )
+    model = keras.saving.load_model(tmp_path / "t" / "model.keras")
+    e = model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
     assert 0.0 <= metrics["precision_at_1"] <= 1.0
     assert metrics["epochs_completed"] == 1
+    assert math.isfinite(metrics["history"]["loss"][0])
+    want = {"semihard": "TripletSemiHardLoss", "lifted": "LiftedStructLoss"}[loss]
+    assert type(model.loss).__name__ == want
+
+
+def test_trainer_loss_names_map_to_their_classes():
+    from fsl import losses
+    from fsl.training import _common
+
+    classes = {"semihard": losses.TripletSemiHardLoss, "hard": losses.TripletHardLoss,
+               "batch-all": losses.TripletBatchAllLoss, "lifted": losses.LiftedStructLoss}
+    assert set(_common.TRIPLET_LOSSES) == set(classes)
+    for name in _common.TRIPLET_LOSSES:
+        loss = _common.triplet_loss(name, 0.3, "angular")
+        assert type(loss) is classes[name]
+        assert (loss.margin, loss.distance_metric) == (0.3, "angular")
 
 
 class _Stop(Exception):
@@ -340,6 +356,7 @@ class _Stop(Exception):
 
 @pytest.mark.parametrize("loss, k, want", [
     ("semihard", None, 16), ("batch-all", None, 16), ("hard", None, 4), ("hard", 8, 8),
+    ("lifted", None, 4),
 ])
 def test_triplet_mnist_default_k_per_loss(tmp_path, monkeypatch, loss, k, want):
     import fsl.data.sampling
@@ -353,7 +370,7 @@ def test_triplet_mnist_default_k_per_loss(tmp_path, monkeypatch, loss, k, want):
     monkeypatch.setattr(fsl.data.sampling, "pk_dataset", recording)
     with pytest.raises(_Stop):
         mnist_training.train_triplet_mnist(loss=loss, k=k, output_dir=tmp_path, run="t", **TINY)
-    # Batch-hard's default K is 4 (Hermans et al.), the others' 16; config.json
+    # Batch-hard's and lifted's default K is 4 (Hermans et al.), the others' 16; config.json
     # records the K used.
     assert seen == {"p": 10, "k": want}
     config = json.loads((tmp_path / "t" / "config.json").read_text())

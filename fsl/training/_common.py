@@ -136,12 +136,14 @@ def augment_batches(
     return dataset.map(augment).prefetch(tf.data.AUTOTUNE)
 
 
-#: ``loss`` values of the triplet trainers (MNIST and faces).
-TRIPLET_LOSSES = ("semihard", "hard", "batch-all")
+#: ``loss`` values of the triplet trainers (MNIST and faces): the online
+#: triplet losses, and the lifted-structure loss, which mines the same
+#: labelled P x K batches.
+TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted")
 
 
 def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.Loss:
-    """The ``fsl.losses`` triplet loss a trainer's ``loss`` names (one of
+    """The ``fsl.losses`` batch loss a trainer's ``loss`` names (one of
     ``TRIPLET_LOSSES``), with its margin and distance."""
     from fsl import losses
 
@@ -149,6 +151,7 @@ def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.L
         "semihard": losses.TripletSemiHardLoss,
         "hard": losses.TripletHardLoss,
         "batch-all": losses.TripletBatchAllLoss,
+        "lifted": losses.LiftedStructLoss,
     }[loss](margin=margin, distance_metric=metric)
 
 

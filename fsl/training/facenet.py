@@ -362,7 +362,8 @@ def train_facenet(
         epochs: passes over the training faces (default 80; with ``fast``,
             1 epoch of 2 batches).
         test_identities: people held out for testing (int, or a fraction).
-        loss: ``"semihard"``, ``"hard"`` or ``"batch-all"``.
+        loss: ``"semihard"``, ``"hard"``, ``"batch-all"`` or ``"lifted"``
+            (``fsl.losses.LiftedStructLoss``, Song et al. 2016).
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
         k: faces per identity per batch.
