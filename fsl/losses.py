@@ -10,8 +10,9 @@ Names, arguments and results follow ``tfa.losses`` (``ContrastiveLoss``,
 ``TripletSemiHardLoss``, ``TripletHardLoss``, ``LiftedStructLoss``,
 ``NpairsLoss``, ``NpairsMultilabelLoss``), checked against values computed
 with TensorFlow Addons 0.23. Added: ``TripletLoss`` on explicit triplets,
-``PairContrastiveLoss`` on stacked embedding pairs and ``TripletBatchAllLoss``;
-``LiftedStructLoss`` also takes ``distance_metric``.
+``PairContrastiveLoss`` on stacked embedding pairs, ``TripletBatchAllLoss`` and
+``PairNpairsLoss`` (N-pairs from the two embeddings with ``tf.contrib``'s L2
+penalty); ``LiftedStructLoss`` also takes ``distance_metric``.
 
 Differences from TFA, all where TFA returns NaN or a meaningless value:
 
@@ -52,6 +53,7 @@ __all__ = [
     "triplet_batch_all_loss",
     "lifted_struct_loss",
     "npairs_loss",
+    "npairs_loss_from_embeddings",
     "npairs_multilabel_loss",
     "ContrastiveLoss",
     "PairContrastiveLoss",
@@ -61,6 +63,7 @@ __all__ = [
     "TripletBatchAllLoss",
     "LiftedStructLoss",
     "NpairsLoss",
+    "PairNpairsLoss",
     "NpairsMultilabelLoss",
 ]
 
@@ -79,6 +82,16 @@ def _validate_margin(margin) -> float:
     if not math.isfinite(float(margin)) or margin < 0:
         raise ValueError(f"margin must be >= 0 and finite. Received: margin={margin!r}")
     return float(margin)
+
+
+def _validate_reg_lambda(reg_lambda) -> float:
+    if isinstance(reg_lambda, bool) or not isinstance(reg_lambda, numbers.Real) or not (
+        math.isfinite(float(reg_lambda)) and reg_lambda >= 0
+    ):
+        raise ValueError(
+            f"reg_lambda must be a finite number >= 0. Received: reg_lambda={reg_lambda!r}"
+        )
+    return float(reg_lambda)
 
 
 def _validate_metric(metric: Metric) -> Metric:
@@ -536,6 +549,48 @@ def npairs_loss(y_true, y_pred):
     return _restore_dtype(ops.mean(per_row), dtype)
 
 
+def npairs_loss_from_embeddings(y_true, anchors, positives, reg_lambda: float = 0.002):
+    """N-pairs loss of anchor and positive embeddings, with Sohn's L2 penalty.
+
+    ``npairs_loss(y_true, anchors @ positives.T)`` plus
+    ``reg_lambda / 4 * (mean_i |a_i|^2 + mean_i |p_i|^2)``: the form (and
+    default ``reg_lambda``) of ``tf.contrib.losses.metric_learning.
+    npairs_loss(labels, embeddings_anchor, embeddings_positive)`` that
+    TensorFlow 1 code calls. The embeddings are not normalised (the penalty
+    keeps them from growing).
+
+    Args:
+        y_true: integer labels ``[B]`` or ``[B, 1]``, the class of pair ``i``.
+        anchors: ``[B, D]`` anchor embeddings.
+        positives: ``[B, D]`` embeddings of another example of each anchor's
+            class.
+        reg_lambda: weight of the L2 penalty (>= 0).
+
+    Returns:
+        Scalar loss in the dtype of the embeddings.
+
+    Raises:
+        ValueError: negative ``reg_lambda``, embeddings not rank 2.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> a = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    >>> # logits = a @ a.T = I: each row log(1 + e^-1) = 0.3133; penalty 0
+    >>> round(float(npairs_loss_from_embeddings([0, 1], a, a, reg_lambda=0.0)), 4)
+    0.3133
+    """
+    reg_lambda = _validate_reg_lambda(reg_lambda)
+    anchors, dtype = _to_compute_dtype(_check_rank(anchors, 2, "anchors", "[B, D]"))
+    positives, _ = _to_compute_dtype(_check_rank(positives, 2, "positives", "[B, D]"))
+    logits = ops.matmul(anchors, ops.transpose(positives))
+    penalty = ops.mean(ops.sum(ops.square(anchors), axis=1)) + ops.mean(
+        ops.sum(ops.square(positives), axis=1)
+    )
+    loss = npairs_loss(y_true, logits) + 0.25 * reg_lambda * penalty
+    return _restore_dtype(loss, dtype)
+
+
 def npairs_multilabel_loss(y_true, y_pred):
     """N-pairs loss for multi-label data (as ``tfa.losses.npairs_multilabel_loss``).
 
@@ -868,6 +923,44 @@ class NpairsLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return npairs_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class PairNpairsLoss(keras.losses.Loss):
+    """N-pairs loss of (anchor, positive) pairs stacked as ``y_pred = [B, 2, D]``.
+
+    ``y_true``: integer labels ``[B]``, the class of pair ``i`` (one pair per
+    class per batch in Sohn's setting; repeated classes share the target).
+    See ``npairs_loss_from_embeddings``: ``tf.contrib``'s N-pairs loss with
+    its L2 penalty, for a model whose output stacks its two towers.
+
+    Args:
+        reg_lambda: weight of the L2 penalty on the embeddings (>= 0).
+        reduction: Keras reduction (the loss is already a scalar).
+        name: name of the loss.
+        dtype: dtype of the computation.
+    """
+
+    def __init__(
+        self,
+        reg_lambda: float = 0.002,
+        reduction: str = "sum_over_batch_size",
+        name: str = "pair_npairs_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.reg_lambda = _validate_reg_lambda(reg_lambda)
+
+    def call(self, y_true, y_pred):
+        y_pred = _check_stacked(y_pred, 2, "[B, 2, D] (stacked anchors and positives)")
+        return npairs_loss_from_embeddings(
+            y_true, y_pred[:, 0], y_pred[:, 1], self.reg_lambda
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(reg_lambda=self.reg_lambda)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="fsl")

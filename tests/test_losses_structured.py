@@ -189,6 +189,37 @@ def test_npairs_by_hand():
     assert _f(losses.npairs_loss([5, 5], np.zeros((2, 2), "float32"))) == pytest.approx(np.log(2))
 
 
+def _ref_npairs_embeddings(labels, anchors, positives, reg_lambda):
+    """tf.contrib's npairs_loss: cross-entropy of a @ p.T plus reg/4 (mean |a|^2 + mean |p|^2)."""
+    a, p = anchors.astype(np.float64), positives.astype(np.float64)
+    logits = np.array([[a[i] @ p[j] for j in range(len(p))] for i in range(len(a))])
+    penalty = np.mean([v @ v for v in a]) + np.mean([v @ v for v in p])
+    return _ref_npairs(labels, logits) + 0.25 * reg_lambda * penalty
+
+
+@pytest.mark.parametrize("reg_lambda", [0.0, 0.002, 0.5])
+def test_npairs_from_embeddings_matches_reference(reg_lambda):
+    rng = np.random.default_rng(13)
+    labels = np.array([3, 1, 4, 0, 2, 5, 1], "int32")  # class 1 twice
+    a, p = rng.normal(size=(2, 7, 6)).astype("float32")
+    want = _ref_npairs_embeddings(labels, a, p, reg_lambda)
+    got = losses.npairs_loss_from_embeddings(labels, a, p, reg_lambda)
+    assert _f(got) == pytest.approx(want, rel=1e-5)
+    stacked = np.stack([a, p], axis=1)
+    loss = losses.PairNpairsLoss(reg_lambda=reg_lambda)
+    assert _f(loss(labels, stacked)) == pytest.approx(want, rel=1e-5)
+    value, grads = value_and_grad(
+        lambda x, y: losses.npairs_loss_from_embeddings(labels, x, y, reg_lambda), a, p
+    )
+    assert_all_finite(value, grads)
+    # the penalty's share of the gradient: reg / 4 * 2 a_i / B on top of the
+    # cross-entropy's; check it against the reg = 0 gradient
+    _, base = value_and_grad(
+        lambda x, y: losses.npairs_loss_from_embeddings(labels, x, y, 0.0), a, p
+    )
+    np.testing.assert_allclose(grads[0] - base[0], reg_lambda * a / (2 * 7), atol=1e-6)
+
+
 def test_multilabel_rows_without_labels_are_left_out():
     rng = np.random.default_rng(6)
     indicators = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 1], [1, 0, 0]], "int32")
@@ -297,14 +328,17 @@ def test_unknown_batch_size_in_tf_graph_matches_eager():
 @pytest.mark.parametrize(
     "loss",
     [losses.LiftedStructLoss(margin=0.7, distance_metric="angular"),
-     losses.NpairsLoss(), losses.NpairsMultilabelLoss(name="ml")],
-    ids=["lifted", "npairs", "multilabel"],
+     losses.NpairsLoss(), losses.NpairsMultilabelLoss(name="ml"),
+     losses.PairNpairsLoss(reg_lambda=0.01)],
+    ids=["lifted", "npairs", "multilabel", "pair-npairs"],
 )
 def test_config_round_trip(loss):
     config = loss.get_config()
     json.dumps(config)
     labels, x = _batch(11, b=6, d=6)
     y = np.eye(4, dtype="int32")[labels] if isinstance(loss, losses.NpairsMultilabelLoss) else labels
+    if isinstance(loss, losses.PairNpairsLoss):
+        x = x.reshape(6, 2, 3)
     for clone in (keras.losses.deserialize(keras.losses.serialize(loss)),
                   type(loss).from_config(config)):
         assert type(clone) is type(loss)
@@ -344,3 +378,9 @@ def test_bad_inputs_are_rejected_with_the_value_received():
         losses.NpairsLoss()(np.arange(4), np.zeros(4, "float32"))
     with pytest.raises(ValueError, match=r"y_true.shape=\(4,\)"):
         losses.npairs_multilabel_loss(np.arange(4), np.zeros((4, 4), "float32"))
+    with pytest.raises(ValueError, match="Received: reg_lambda=-0.1"):
+        losses.PairNpairsLoss(reg_lambda=-0.1)
+    with pytest.raises(ValueError, match="Received: reg_lambda=nan"):
+        losses.npairs_loss_from_embeddings([0], np.ones((1, 2)), np.ones((1, 2)), float("nan"))
+    with pytest.raises(ValueError, match=r"y_pred.shape=\(4, 3, 2\)"):
+        losses.PairNpairsLoss()(np.arange(4), np.zeros((4, 3, 2), "float32"))
