@@ -453,8 +453,11 @@ def lifted_struct_loss(
 
     Args:
         y_true: integer labels ``[B]`` or ``[B, 1]``.
-        y_pred: embeddings ``[B, D]`` (the paper and TFA use them not
-            normalised).
+        y_pred: embeddings ``[B, D]``, not normalised (as in the paper
+            and TFA). On the unit sphere every distance is at most 2, so
+            ``J_ij >= log(2 n) + margin - 2`` with ``n`` negatives per row:
+            with more than ``e^(2 - margin) / 2`` negatives (any 2 at margin 1)
+            no pair is ever satisfied and every pair keeps a gradient.
         margin: the margin ``alpha``.
         distance_metric: ``"L2"`` (default, TFA's only choice),
             ``"squared-L2"``, ``"angular"`` or a callable ``[B, D] -> [B, B]``.

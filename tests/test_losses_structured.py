@@ -166,6 +166,18 @@ def test_lifted_far_apart_embeddings_do_not_underflow():
     assert np.abs(grad).max() > 0
 
 
+def test_lifted_on_the_unit_sphere_never_reaches_zero():
+    # The docstring's bound: distances <= 2 on the sphere, so with n negatives
+    # per row J_ij >= log(2 n) + margin - 2 + D_ij. Best case for the loss:
+    # each class on one point, the two classes antipodal (every D_ik = 2).
+    x = np.array([[1.0, 0.0]] * 3 + [[-1.0, 0.0]] * 3, "float32")
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    n, margin = 3, 1.0
+    bound = 0.5 * (np.log(2 * n) + margin - 2.0) ** 2
+    assert _f(losses.lifted_struct_loss(labels, x, margin)) == pytest.approx(bound, rel=1e-5)
+    assert _ref_lifted(labels, x, margin) == pytest.approx(bound, rel=1e-9)
+
+
 def test_npairs_matches_reference_with_repeated_classes_and_large_logits():
     rng = np.random.default_rng(5)
     labels = np.array([0, 1, 2, 0, 1, 3, 4, 4], "int32")
