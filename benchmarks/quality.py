@@ -15,6 +15,10 @@ target:
   Verification is reported on raw distances and with S-norm against the
   training people (``fsl.evaluation.s_norm_distances``), for both models; the
   target is judged on the S-norm score when the recipe computes it.
+  ``--validation`` is the protocol for choosing a recipe: each split's test
+  people are left out altogether, and its 30 training people are split again
+  (same seed) into 20 to train and 10 validation people to score; no target
+  is judged.
 * ``mtfl``: the multitask landmark + attribute model on MTFL (real if present,
   else the SYNTHETIC MTFL-format set; the JSON says which).
 
@@ -24,6 +28,7 @@ Usage::
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
     python benchmarks/quality.py orl --repeats 2 --facenet-recipe plain
     python benchmarks/quality.py orl --repeats 2 --members 2
+    python benchmarks/quality.py orl --validation --facenet-arg loss=lifted
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
     python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
@@ -113,7 +118,7 @@ def _config(run: pathlib.Path) -> dict:
 
 
 def bench_orl(args, out: pathlib.Path) -> dict:
-    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+    from fsl.data.faces import identity_split, list_faces, load_images_numpy, select_identities
     from fsl.evaluation import Eigenfaces, select_eigenfaces
     from fsl.training import train_facenet
     from fsl.training.facenet import evaluate_faces
@@ -125,6 +130,11 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     splits = []
     for seed in [int(s) for s in args.splits.split(",")]:
         train, test = identity_split(faces, test_identities=10, seed=seed)
+        people = None
+        if args.validation:
+            # The split's training people only, split again: 20 train, 10 validate.
+            people = list(train.class_names)
+            train, test = identity_split(select_identities(faces, people), 10, seed=seed)
         # Eigenfaces: PCA on the training people's pixels, evaluated like FaceNet;
         # its number of components, whitening and normalisation chosen on the
         # training people alone (unless --eigen-components fixes a plain PCA).
@@ -161,16 +171,19 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             # Same people, other initial weights and batches: seed = split + 100 * repeat.
             name = f"facenet-{seed}" + (f"-{repeat}" if repeat else "")
             facenet, seconds = _timed(
-                train_facenet, data_dir=data, seed=seed + 100 * repeat, split_seed=seed,
-                output_dir=out, run=name, mixed_precision=args.mixed_precision, verbose=0,
-                fast=args.fast, **_facenet_recipe(args),
+                train_facenet, data_dir=data, identities=people, seed=seed + 100 * repeat,
+                split_seed=seed, output_dir=out, run=name, mixed_precision=args.mixed_precision,
+                verbose=0, fast=args.fast, **_facenet_recipe(args),
             )
+            if _config(out / name).get("test_identities") != list(test.class_names):
+                raise RuntimeError(f"{name}: train_facenet scored other people than the "
+                                   "Eigenfaces baseline")
             runs.append({"seed": seed + 100 * repeat,
                          **{k: facenet[k] for k in keys if k in facenet}, "seconds": seconds})
         recipe = _config(out / f"facenet-{seed}").get("arguments", {})
         splits.append({
             "split_seed": seed,
-            "test_people": test.class_names,
+            ("validation_people" if args.validation else "test_people"): test.class_names,
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
                 "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
@@ -200,13 +213,18 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     scored = "s_norm_verification_accuracy" if "s_norm_verification_accuracy" in facenet \
         else "verification_accuracy"
     facenet["target_verification_score"] = scored
+    if args.validation:
+        # Validation people, 20 training people: for comparing recipes only.
+        return {"protocol": "validation", "facenet_arguments": _facenet_recipe(args),
+                "mean_over_splits": summary, "splits": splits}
     facenet["meets_target"] = (
         facenet[scored] >= TARGETS["orl_verification_accuracy"]
         and summary["facenet"]["precision_at_1"] >= TARGETS["orl_precision_at_1"]
         and summary["facenet"]["nmi"] >= TARGETS["orl_nmi"]
         and summary["facenet"]["max_seconds"] <= TARGETS["train_seconds"]
     )
-    return {"mean_over_splits": summary, "splits": splits}
+    return {"protocol": "test", "facenet_arguments": _facenet_recipe(args),
+            "mean_over_splits": summary, "splits": splits}
 
 
 def bench_mtfl(args, out: pathlib.Path) -> dict:
@@ -251,11 +269,28 @@ FACENET_RECIPES = {
 
 
 def _facenet_recipe(args) -> dict:
-    """``--facenet-recipe``'s arguments, with ``--members`` when given."""
+    """``--facenet-recipe``'s arguments, with ``--members`` and ``--facenet-arg``."""
     recipe = dict(FACENET_RECIPES[args.facenet_recipe])
     if args.members is not None:
         recipe["members"] = args.members
+    recipe.update(args.facenet_arg or {})
     return recipe
+
+
+def _facenet_arg(text: str) -> dict:
+    """``KEY=VALUE`` -> ``{KEY: VALUE}``, VALUE read as JSON (else a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return {key: json.loads(value)}
+    except json.JSONDecodeError:
+        return {key: value}
+
+
+class _MergeDicts(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), **values})
 
 
 class _RetracingFilter:
@@ -294,6 +329,13 @@ def main(argv=None) -> int:
     parser.add_argument("--members", type=_positive_int, default=None,
                         help="networks per FaceNet run (train_facenet's members; default: "
                         "the recipe's)")
+    parser.add_argument("--facenet-arg", type=_facenet_arg, action=_MergeDicts, default=None,
+                        metavar="KEY=VALUE",
+                        help="a train_facenet argument (VALUE as JSON, else a string); "
+                             "repeat for more")
+    parser.add_argument("--validation", action="store_true",
+                        help="ORL: score on validation people held out of each split's "
+                             "training people; the test people are not used")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", default=None,
                         choices=("float32", "mixed_float16", "mixed_bfloat16"),

@@ -168,3 +168,51 @@ def test_quality_report_is_consistent_with_its_runs(tmp_path, orl_dir):
         mtfl["mean_error"] <= targets["mtfl_landmark_error"]
         and all(v >= targets["mtfl_attribute_accuracy"] for v in mtfl["attribute_accuracy"].values())
         and mtfl["seconds"] <= targets["train_seconds"])
+
+
+@pytest.mark.slow
+def test_quality_validation_protocol_never_uses_the_test_people(tmp_path, orl_dir):
+    """``quality.py orl --validation``: each split's test people are left out,
+    its training people are split again (20 train / 10 validate) for both
+    models, ``--facenet-arg`` reaches train_facenet, and no target is judged."""
+    from fsl.data.faces import identity_split, list_faces
+
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "orl", "--validation",
+         "--fast", "--data", str(orl_dir), "--splits", "2", "--output-dir", str(out),
+         "--facenet-arg", "loss=lifted", "--facenet-arg", "margin=1.0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    orl = json.loads(proc.stdout)["orl"]
+    assert orl["protocol"] == "validation"
+    assert orl["facenet_arguments"] == {"loss": "lifted", "margin": 1.0}
+    assert "meets_target" not in orl["mean_over_splits"]["facenet"]
+    (split,) = orl["splits"]
+    train, test = identity_split(list_faces(orl_dir), test_identities=10, seed=2)
+    validation = set(split["validation_people"])
+    assert len(validation) == 10 and "test_people" not in split
+    assert validation <= set(train.class_names)
+    assert not validation & set(test.class_names)
+    config = json.loads((out / "orl" / "facenet-2" / "config.json").read_text())
+    assert config["arguments"]["identities"] == list(train.class_names)
+    assert (config["arguments"]["loss"], config["arguments"]["margin"]) == ("lifted", 1.0)
+    assert set(config["test_identities"]) == validation
+    assert not set(config["train_identities"]) & set(test.class_names)
+    assert split["recipe"]["loss"] == "lifted"
+
+
+def test_quality_facenet_arg_parses_json_values():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import quality
+    finally:
+        sys.path.pop(0)
+    assert quality._facenet_arg("margin=1.0") == {"margin": 1.0}
+    assert quality._facenet_arg("wccn=null") == {"wccn": None}
+    assert quality._facenet_arg("loss=lifted") == {"loss": "lifted"}
+    assert quality._facenet_arg("precise_bn=false") == {"precise_bn": False}
+    for bad in ("margin", "=1", "two words=1"):
+        with pytest.raises(Exception, match="expected KEY=VALUE"):
+            quality._facenet_arg(bad)

@@ -67,6 +67,34 @@ def test_identity_split_disjoint_and_deterministic(orl_dir, test_identities, n_t
         assert other.class_names != test.class_names
 
 
+def test_select_identities_keeps_and_relabels_those_people():
+    faces = F.FaceFolder(
+        paths=["a/1", "a/2", "b/1", "c/1", "c/2", "c/3"],
+        labels=np.array([0, 0, 1, 2, 2, 2], "int32"),
+        class_names=["a", "b", "c"],
+    )
+    kept = F.select_identities(faces, ["c", "a"])
+    assert kept.class_names == ["a", "c"]  # sorted identity order, as identity_split
+    assert kept.paths == ["a/1", "a/2", "c/1", "c/2", "c/3"]
+    assert kept.labels.tolist() == [0, 0, 1, 1, 1]
+    # Split again: the validation people come out of the kept ones only.
+    train, val = F.identity_split(kept, test_identities=1, seed=0)
+    assert set(train.class_names) | set(val.class_names) == {"a", "c"}
+
+
+@pytest.mark.parametrize("names, match", [
+    (["a", "zz"], r"Identities \['zz'\] are not in the face folder"),
+    (["a", "a"], r"repeats identities \['a'\]"),
+    ([], r"Received: names=\[\]"),
+    ("a", r"Received: names='a'"),
+])
+def test_select_identities_rejects_bad_names(names, match):
+    faces = F.FaceFolder(paths=["a/1", "b/1"], labels=np.array([0, 1], "int32"),
+                         class_names=["a", "b"])
+    with pytest.raises(ValueError, match=match):
+        F.select_identities(faces, names)
+
+
 @pytest.mark.parametrize("bad", [0, 40, 1.5, -0.2])
 def test_identity_split_rejects_bad_size(orl_dir, bad):
     faces = F.list_faces(orl_dir)

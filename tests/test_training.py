@@ -400,6 +400,32 @@ def train_and_reload_mtfl(tmp_path):
     return metrics
 
 
+def test_facenet_identities_restrict_the_split_and_its_re_evaluation(tmp_path, orl_dir):
+    from fsl.data.faces import identity_split, list_faces
+    from fsl.training import train_facenet
+
+    # A split's 30 training people, split again (the validation protocol).
+    people = identity_split(list_faces(orl_dir), 10, seed=0)[0].class_names
+    metrics = train_facenet(orl_dir, identities=people, test_identities=10, split_seed=0,
+                            fast=True, image_size=32, p=5, k=2, output_dir=tmp_path, run="v",
+                            verbose=0)
+    config = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert config["arguments"]["identities"] == list(people)
+    assert len(config["train_identities"]) == 20 and len(config["test_identities"]) == 10
+    assert set(config["train_identities"]) | set(config["test_identities"]) == set(people)
+    assert metrics["test_images"] == 100
+    # evaluate_run rebuilds the same restricted split from config.json
+    again = evaluate_run(tmp_path / "v")
+    assert again["verification_accuracy"] == pytest.approx(metrics["verification_accuracy"])
+    assert again["s_norm_verification_accuracy"] == pytest.approx(
+        metrics["s_norm_verification_accuracy"])
+    with pytest.raises(ValueError, match=r"identities must be a list.*Received: identities='s01'"):
+        train_facenet(orl_dir, identities="s01", fast=True, output_dir=tmp_path, run="w")
+    with pytest.raises(ValueError, match=r"\['nobody'\] are not in the face folder"):
+        train_facenet(orl_dir, identities=["s01", "nobody"], fast=True, output_dir=tmp_path,
+                      run="x")
+
+
 def test_facenet_fast_on_orl(tmp_path, orl_dir):
     from fsl.training import train_facenet
 

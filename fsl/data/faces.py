@@ -160,6 +160,41 @@ def _subset(faces: FaceFolder, class_ids: Sequence[int]) -> FaceFolder:
     )
 
 
+def select_identities(faces: FaceFolder, names: Sequence[str]) -> FaceFolder:
+    """Keeps only the identities ``names`` (folder names), relabelled ``0..k-1``.
+
+    E.g. the training people of a split, to split them again into training
+    and validation people and choose a recipe without the test people.
+
+    Args:
+        faces: a ``FaceFolder`` (from ``list_faces``).
+        names: identity folder names, each present in ``faces.class_names``.
+
+    Returns:
+        A ``FaceFolder`` of those identities, in sorted identity order.
+
+    Raises:
+        ValueError: ``names`` is empty, repeats a name, or names an identity
+            that ``faces`` does not have.
+    """
+    if isinstance(names, str):
+        raise ValueError(f"names must be a list of identity names. Received: names={names!r}")
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError("names must name at least one identity. Received: names=[]")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"names repeats identities {repeated}. Received: names={names!r}")
+    index = {name: i for i, name in enumerate(faces.class_names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(
+            f"Identities {missing} are not in the face folder (it has "
+            f"{faces.num_classes}: {faces.class_names[:5]}...). Received: names={names!r}"
+        )
+    return _subset(faces, [index[n] for n in names])
+
+
 def identity_split(
     faces: FaceFolder,
     test_identities: Union[int, float] = 10,
@@ -605,6 +640,7 @@ __all__ = [
     "FaceFolder",
     "list_faces",
     "identity_split",
+    "select_identities",
     "read_image_pil",
     "decode_image_tf",
     "resize_image",

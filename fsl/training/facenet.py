@@ -280,10 +280,21 @@ def _load(folder, image_size: int, standardize: str):
     return load_images_numpy(folder, (image_size, image_size), channels=1, standardize=standardize)
 
 
+def _split(data_dir, identities, test_identities, split_seed):
+    """The (train, test) ``FaceFolder`` pair of a run: ``identities`` only, if given."""
+    from fsl.data.faces import identity_split, list_faces, select_identities
+
+    folder = list_faces(data_dir, min_images=2)
+    if identities is not None:
+        folder = select_identities(folder, identities)
+    return identity_split(folder, test_identities, split_seed)
+
+
 def train_facenet(
     data_dir,
     epochs: Optional[int] = None,
     test_identities: int | float = 10,
+    identities: Optional[Sequence[str]] = None,
     loss: str = "semihard",
     p: Optional[int] = None,
     k: int = 4,
@@ -362,6 +373,12 @@ def train_facenet(
         epochs: passes over the training faces (default 80; with ``fast``,
             1 epoch of 2 batches).
         test_identities: people held out for testing (int, or a fraction).
+        identities: only these people (sub-folder names of ``data_dir``)
+            take part, split into training and test people as above;
+            default: all. For choosing a recipe without the test people:
+            pass a split's training people, so that some of them are held
+            out as validation people (``benchmarks/quality.py orl
+            --validation``).
         loss: ``"semihard"``, ``"hard"``, ``"batch-all"`` or ``"lifted"``
             (``fsl.losses.LiftedStructLoss``, Song et al. 2016; here on
             the unit sphere, where its hinge never reaches 0: see its
@@ -432,12 +449,16 @@ def train_facenet(
             nor ``resume`` is set.
     """
     from fsl import models
-    from fsl.data.faces import identity_split, list_faces
     from fsl.data.sampling import pk_dataset
 
     arguments = dict(locals())
-    for name in ("callbacks", "models", "identity_split", "list_faces", "pk_dataset"):
+    for name in ("callbacks", "models", "pk_dataset"):
         arguments.pop(name)
+    if identities is not None:
+        if isinstance(identities, str):
+            raise ValueError("identities must be a list of identity folder names. "
+                             f"Received: identities={identities!r}")
+        arguments["identities"] = identities = [str(n) for n in identities]
     if fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
     epochs = common.check_positive_int("epochs", DEFAULT_EPOCHS if epochs is None else epochs)
@@ -464,8 +485,7 @@ def train_facenet(
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
-    folder = list_faces(data_dir, min_images=2)
-    train_faces, test_faces = identity_split(folder, test_identities, split_seed)
+    train_faces, test_faces = _split(data_dir, identities, test_identities, split_seed)
     if wccn is not None and train_faces.num_classes < _CROSS_FIT_MIN_PEOPLE:
         raise ValueError(f"wccn needs at least {_CROSS_FIT_MIN_PEOPLE} training identities "
                          "(thresholds are chosen out of sample). Received: "
@@ -577,13 +597,11 @@ def train_facenet(
 
 def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     """Re-evaluate a finished facenet run on its held-out identities."""
-    from fsl.data.faces import identity_split, list_faces
-
     arguments = config["arguments"]
     prep = config["preprocessing"]
-    folder = list_faces(arguments["data_dir"], min_images=2)
     split_seed = arguments.get("split_seed", arguments["seed"])
-    train_faces, test_faces = identity_split(folder, arguments["test_identities"], split_seed)
+    train_faces, test_faces = _split(arguments["data_dir"], arguments.get("identities"),
+                                     arguments["test_identities"], split_seed)
     x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
     model = keras.saving.load_model(run_dir.embedding_path)
