@@ -166,6 +166,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _names(text: str) -> list:
+    """``--identities``: comma-separated folder names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
 def _shrinkage(text: str):
     """``--wccn``: a positive number, or ``none``."""
     if text.lower() == "none":
@@ -321,6 +329,7 @@ def _train_facenet(args) -> dict:
     return train_facenet(
         data_dir=data,
         test_identities=args.test_identities,
+        identities=args.identities,
         loss=args.loss,
         p=args.p,
         k=args.k,
@@ -397,6 +406,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
     p.add_argument("--test-identities", type=_positive_int, default=10, help="default 10")
+    p.add_argument("--identities", type=_names, default=None, metavar="NAME,NAME,...",
+                   help="only these identity folders take part (default: all); e.g. a "
+                   "split's training people, to hold out validation people among them")
     p.add_argument("--loss", choices=TRIPLET_LOSSES, default="semihard")
     p.add_argument("--p", type=_positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")

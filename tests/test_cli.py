@@ -293,6 +293,26 @@ def test_train_facenet_recipe_flags(capsys, tmp_path):
     _assert_one_line_error(
         capsys, cli.main(["train", "facenet", "--data", str(faces), "--members", "0"]), "'0'"
     )
+    _assert_one_line_error(
+        capsys, cli.main(["train", "facenet", "--data", str(faces), "--identities", ","]), "','"
+    )
+
+
+def test_train_facenet_identities_flag(capsys, tmp_path, orl_dir):
+    names = [f"s{i:02d}" for i in range(1, 9)]
+    code = cli.main(["train", "facenet", "--data", str(orl_dir), "--fast", "--image-size", "32",
+                     "--p", "4", "--k", "2", "--identities", ",".join(names),
+                     "--test-identities", "3", "--output-dir", str(tmp_path), "--run", "f"])
+    assert code == 0
+    config = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert config["arguments"]["identities"] == names
+    assert sorted(config["train_identities"] + config["test_identities"]) == names
+    capsys.readouterr()
+    _assert_one_line_error(
+        capsys, cli.main(["train", "facenet", "--data", str(orl_dir), "--identities",
+                          "s01,s02,nobody", "--output-dir", str(tmp_path), "--run", "g"]),
+        "['nobody'] are not in the face folder",
+    )
 
 
 def test_train_facenet_flags_reach_the_trainer(tmp_path, orl_dir):
