@@ -382,9 +382,9 @@ def train_facenet(
         loss: ``"semihard"``, ``"hard"``, ``"batch-all"`` or ``"lifted"``
             (``fsl.losses.LiftedStructLoss``, Song et al. 2016; here on
             the unit sphere, where its hinge never reaches 0: see its
-            docstring. On ORL, trained on 20 of a split's 30 training
-            people and scored on the other 10, over 4 splits: S-norm
-            verification 0.926 against semi-hard's 0.950).
+            docstring. On ORL's validation protocol, ``benchmarks/
+            quality.py orl --validation``, at margin 1: S-norm
+            verification 0.886 against semi-hard's 0.931).
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
         k: faces per identity per batch.
