@@ -532,7 +532,7 @@ def _run_export(args) -> int:
     if kind == "mtfl":
         if config.get("task") != "mtfl":
             raise ValueError(f"--kind mtfl needs an mtfl run. Received: task={config.get('task')!r}")
-        model = keras.saving.load_model(run_dir.model_path)
+        model = run_dir.load_model()
         path = export.export_mtfl_model(model, export_dir, preprocessing=prep, overwrite=args.overwrite)
     elif kind == "embedding":
         model = _load_embedding_model(run_dir)

@@ -200,6 +200,14 @@ def test_prepare_run_names_and_errors(tmp_path):
     assert prepare_run("t", tmp_path, None, resume=True).name == "t-20200102-000000"
 
 
+def test_run_dir_load_model_names_what_is_wrong(tmp_path):
+    run_dir = _runs.RunDir(tmp_path)
+    with pytest.raises(ValueError, match="Received: which='weights'"):
+        run_dir.load_model("weights")
+    with pytest.raises(FileNotFoundError, match="has no embedding.keras"):
+        run_dir.load_model("embedding")
+
+
 def test_history_dedupes_epochs_and_drops_na(tmp_path):
     run_dir = _runs.RunDir(tmp_path)
     run_dir.history_path.write_text(
@@ -284,7 +292,15 @@ def test_mixed_precision_training_is_finite_and_reloads(tmp_path, policy):
     assert scaled == (policy == "mixed_float16"), "loss scaling for float16 only"
     assert keras.config.dtype_policy().name == before, "the global policy is restored"
     assert all(math.isfinite(v) for v in metrics["history"]["loss"])
-    model = keras.saving.load_model(tmp_path / "mp" / "model.keras")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Skipping variable loading for optimizer"
+        model = _runs.open_run(tmp_path / "mp").load_model()
+    assert keras.config.dtype_policy().name == before, "the global policy is restored"
+    # Under its own policy the model comes back with loss scaling for float16.
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
     encoder = model.get_layer("mnist_encoder")
     assert encoder.get_layer("conv1").dtype_policy.name == policy
     assert encoder.get_layer("conv1").kernel.dtype == "float32", "weights stay float32"

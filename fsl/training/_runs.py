@@ -174,6 +174,41 @@ class RunDir:
     def read_metrics(self) -> dict[str, Any]:
         return read_json(self.metrics_path)
 
+    def load_model(self, which: str = "model") -> keras.Model:
+        """``model.keras`` or ``embedding.keras``, loaded under the run's dtype policy.
+
+        A model compiled under ``mixed_float16`` comes back with its
+        ``LossScaleOptimizer`` (and that optimizer's saved state) only if the
+        global dtype policy is ``mixed_float16`` while it loads; a plain
+        ``keras.saving.load_model`` under the default float32 policy gives
+        an unscaled optimizer and warns that it skipped the optimizer's
+        variables, and fine-tuning it in float16 risks gradients that
+        underflow. This loads under the ``mixed_precision`` recorded in
+        ``config.json`` and restores the global policy afterwards.
+
+        Args:
+            which: ``"model"`` (the trained model, compiled) or
+                ``"embedding"`` (the saved embedding model).
+
+        Returns:
+            The loaded Keras model.
+
+        Raises:
+            ValueError: ``which`` is neither.
+            FileNotFoundError: the run has no such file.
+        """
+        from fsl.training._common import check_precision, dtype_policy
+
+        paths = {"model": self.model_path, "embedding": self.embedding_path}
+        if which not in paths:
+            raise ValueError(f"which must be one of {sorted(paths)}. Received: which={which!r}")
+        if not paths[which].is_file():
+            raise FileNotFoundError(f"{str(self.path)!r} has no {paths[which].name}")
+        config = self.read_config() if self.config_path.is_file() else {}
+        policy = check_precision((config.get("arguments") or {}).get("mixed_precision"))
+        with dtype_policy(policy):
+            return keras.saving.load_model(paths[which])
+
     def read_s_norm(self) -> tuple[np.ndarray, float]:
         """The S-norm cohort (``cohort.npy``) and ``s_norm_threshold`` of a face run.
 

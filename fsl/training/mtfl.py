@@ -227,7 +227,7 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     from fsl.data.mtfl import mtfl_dataset
 
     prep = config["preprocessing"]
-    model = keras.saving.load_model(run_dir.model_path)
+    model = run_dir.load_model()
     test_ds = mtfl_dataset(
         config["data_root"], "test", image_size=tuple(prep["image_size"]),
         channels=prep["channels"], batch_size=256,
