@@ -514,8 +514,6 @@ def _run_embed(args) -> int:
 
 
 def _run_export(args) -> int:
-    import keras
-
     from fsl.training._runs import open_run
 
     run_dir = open_run(args.run_dir)

@@ -51,3 +51,26 @@ def assert_all_finite(*arrays: np.ndarray | Sequence[np.ndarray]) -> None:
         for item in items:
             item = np.asarray(item)
             assert np.all(np.isfinite(item)), f"non-finite values: {item}"
+
+
+def scalar(x) -> float:
+    """A scalar tensor of any backend and float dtype as a Python float."""
+    return float(keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")))
+
+
+def load_npz(path) -> dict:
+    """Every array of an ``.npz`` file, read once."""
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def ref_distance(u, v, metric: str) -> float:
+    """Distance of two vectors in float64, for the loops of numpy references:
+    ``"L2"``, ``"squared-L2"`` or ``"angular"`` (1 - cosine, at least 0)."""
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    if metric == "L2":
+        return float(np.sqrt(np.sum((u - v) ** 2)))
+    if metric == "squared-L2":
+        return float(np.sum((u - v) ** 2))
+    nu, nv = u / max(np.linalg.norm(u), 1e-6), v / max(np.linalg.norm(v), 1e-6)
+    return float(max(1.0 - nu @ nv, 0.0))

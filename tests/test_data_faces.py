@@ -185,7 +185,7 @@ def test_augment_flip_only_is_exact_mirror():
 
 def test_shuffle_is_a_seeded_permutation(orl_dir):
     faces = F.list_faces(orl_dir)
-    paths, labels = faces.paths[:30], faces.labels[:30]
+    paths = faces.paths[:30]
 
     def order(seed):
         ds = F.face_dataset(paths, np.arange(30), image_size=(8, 8), shuffle=True, seed=seed)

@@ -225,7 +225,7 @@ def test_augmentation_deterministic_with_seed(tmp_path):
         ds = mtfl.mtfl_dataset(root, "train", image_size=(32, 32), augment=True, seed=seed, batch_size=24)
         return next(iter(ds))
 
-    (a, ta), (b, tb), (c, tc) = run(1), run(1), run(2)
+    (a, ta), (b, tb), (_, tc) = run(1), run(1), run(2)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_array_equal(ta["landmarks"].numpy(), tb["landmarks"].numpy())
     assert np.abs(ta["landmarks"].numpy() - tc["landmarks"].numpy()).max() > 1e-3

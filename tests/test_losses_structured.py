@@ -12,7 +12,7 @@ from keras import ops
 from scipy.special import logsumexp
 
 from fsl import losses
-from helpers import assert_all_finite, value_and_grad
+from helpers import assert_all_finite, load_npz, ref_distance, scalar, value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -20,27 +20,12 @@ METRICS = ["L2", "squared-L2", "angular"]
 TFA = pathlib.Path(__file__).parent / "fixtures" / "tfa_lifted_npairs.npz"
 
 
-def _f(x) -> float:
-    return float(ops.convert_to_numpy(ops.cast(x, "float32")))
-
-
 @pytest.fixture(scope="module")
 def tfa():
-    with np.load(TFA) as data:
-        return {k: data[k] for k in data.files}
+    return load_npz(TFA)
 
 
 # === numpy references (explicit loops, float64) ===
-
-
-def _dist(u, v, metric):
-    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
-    if metric == "L2":
-        return float(np.sqrt(np.sum((u - v) ** 2)))
-    if metric == "squared-L2":
-        return float(np.sum((u - v) ** 2))
-    nu, nv = u / max(np.linalg.norm(u), 1e-6), v / max(np.linalg.norm(v), 1e-6)
-    return float(max(1.0 - nu @ nv, 0.0))
 
 
 def _ref_lifted(labels, x, margin, metric="L2"):
@@ -51,11 +36,11 @@ def _ref_lifted(labels, x, margin, metric="L2"):
         for j in range(i + 1, b):
             if labels[i] != labels[j]:
                 continue
-            exps = [margin - _dist(x[i], x[k], metric) for k in range(b) if labels[k] != labels[i]]
-            exps += [margin - _dist(x[j], x[k], metric) for k in range(b) if labels[k] != labels[j]]
+            exps = [margin - ref_distance(x[i], x[k], metric) for k in range(b) if labels[k] != labels[i]]
+            exps += [margin - ref_distance(x[j], x[k], metric) for k in range(b) if labels[k] != labels[j]]
             if not exps:
                 continue
-            big_j = logsumexp(exps) + _dist(x[i], x[j], metric)
+            big_j = logsumexp(exps) + ref_distance(x[i], x[j], metric)
             terms.append(max(big_j, 0.0) ** 2)
     return float(np.sum(terms) / (2 * len(terms))) if terms else 0.0
 
@@ -96,25 +81,25 @@ def _batch(seed, b=12, d=5, classes=4, scale=1.0):
 def test_lifted_struct_loss_matches_tfa(tfa, case):
     labels, x = tfa[f"lifted{case}_labels"], tfa[f"lifted{case}_embeddings"]
     margin, want = float(tfa[f"lifted{case}_margin"]), float(tfa[f"lifted{case}_loss"])
-    assert _f(losses.lifted_struct_loss(labels, x, margin)) == pytest.approx(want, rel=1e-5)
-    assert _f(losses.LiftedStructLoss(margin=margin)(labels, x)) == pytest.approx(want, rel=1e-5)
-    assert _f(losses.LiftedStructLoss(margin)(labels[:, None], x)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.lifted_struct_loss(labels, x, margin)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.LiftedStructLoss(margin=margin)(labels, x)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.LiftedStructLoss(margin)(labels[:, None], x)) == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("case", range(5))
 def test_npairs_loss_matches_tfa(tfa, case):
     labels, logits = tfa[f"npairs{case}_labels"], tfa[f"npairs{case}_logits"]
     want = float(tfa[f"npairs{case}_loss"])
-    assert _f(losses.npairs_loss(labels, logits)) == pytest.approx(want, rel=1e-5)
-    assert _f(losses.NpairsLoss()(labels, logits)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.npairs_loss(labels, logits)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.NpairsLoss()(labels, logits)) == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("case", range(3))
 def test_npairs_multilabel_loss_matches_tfa(tfa, case):
     labels, logits = tfa[f"multilabel{case}_labels"], tfa[f"multilabel{case}_logits"]
     want = float(tfa[f"multilabel{case}_loss"])
-    assert _f(losses.npairs_multilabel_loss(labels, logits)) == pytest.approx(want, rel=1e-5)
-    assert _f(losses.NpairsMultilabelLoss()(labels, logits)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.npairs_multilabel_loss(labels, logits)) == pytest.approx(want, rel=1e-5)
+    assert scalar(losses.NpairsMultilabelLoss()(labels, logits)) == pytest.approx(want, rel=1e-5)
 
 
 def test_tfa_fixture_is_what_its_script_describes(tfa):
@@ -137,7 +122,7 @@ def test_tfa_fixture_is_what_its_script_describes(tfa):
 def test_lifted_matches_reference(metric, seed, margin, scale):
     labels, x = _batch(seed, scale=scale)
     want = _ref_lifted(labels, x, margin, metric)
-    assert _f(losses.lifted_struct_loss(labels, x, margin, metric)) == pytest.approx(
+    assert scalar(losses.lifted_struct_loss(labels, x, margin, metric)) == pytest.approx(
         want, rel=1e-4, abs=1e-6
     )
 
@@ -174,7 +159,7 @@ def test_lifted_on_the_unit_sphere_never_reaches_zero():
     labels = np.array([0, 0, 0, 1, 1, 1])
     n, margin = 3, 1.0
     bound = 0.5 * (np.log(2 * n) + margin - 2.0) ** 2
-    assert _f(losses.lifted_struct_loss(labels, x, margin)) == pytest.approx(bound, rel=1e-5)
+    assert scalar(losses.lifted_struct_loss(labels, x, margin)) == pytest.approx(bound, rel=1e-5)
     assert _ref_lifted(labels, x, margin) == pytest.approx(bound, rel=1e-9)
 
 
@@ -196,9 +181,9 @@ def test_npairs_matches_reference_with_repeated_classes_and_large_logits():
 def test_npairs_by_hand():
     # two classes, logits 2 on the diagonal: each row's loss is log(1 + e^-2)
     logits = np.array([[2.0, 0.0], [0.0, 2.0]], "float32")
-    assert _f(losses.npairs_loss([0, 1], logits)) == pytest.approx(np.log1p(np.exp(-2.0)))
+    assert scalar(losses.npairs_loss([0, 1], logits)) == pytest.approx(np.log1p(np.exp(-2.0)))
     # same class: the target is (1/2, 1/2) whatever the logits -> log 2 at equal logits
-    assert _f(losses.npairs_loss([5, 5], np.zeros((2, 2), "float32"))) == pytest.approx(np.log(2))
+    assert scalar(losses.npairs_loss([5, 5], np.zeros((2, 2), "float32"))) == pytest.approx(np.log(2))
 
 
 def _ref_npairs_embeddings(labels, anchors, positives, reg_lambda):
@@ -216,10 +201,10 @@ def test_npairs_from_embeddings_matches_reference(reg_lambda):
     a, p = rng.normal(size=(2, 7, 6)).astype("float32")
     want = _ref_npairs_embeddings(labels, a, p, reg_lambda)
     got = losses.npairs_loss_from_embeddings(labels, a, p, reg_lambda)
-    assert _f(got) == pytest.approx(want, rel=1e-5)
+    assert scalar(got) == pytest.approx(want, rel=1e-5)
     stacked = np.stack([a, p], axis=1)
     loss = losses.PairNpairsLoss(reg_lambda=reg_lambda)
-    assert _f(loss(labels, stacked)) == pytest.approx(want, rel=1e-5)
+    assert scalar(loss(labels, stacked)) == pytest.approx(want, rel=1e-5)
     value, grads = value_and_grad(
         lambda x, y: losses.npairs_loss_from_embeddings(labels, x, y, reg_lambda), a, p
     )
@@ -255,8 +240,8 @@ def test_multilabel_equals_npairs_on_one_hot_labels():
     labels = np.array([0, 2, 1, 2, 0, 3])
     logits = rng.normal(size=(6, 6)).astype("float32")
     one_hot = np.eye(4, dtype="int32")[labels]
-    assert _f(losses.npairs_multilabel_loss(one_hot, logits)) == pytest.approx(
-        _f(losses.npairs_loss(labels, logits)), rel=1e-6
+    assert scalar(losses.npairs_multilabel_loss(one_hot, logits)) == pytest.approx(
+        scalar(losses.npairs_loss(labels, logits)), rel=1e-6
     )
 
 
@@ -264,12 +249,12 @@ def test_permuting_the_batch_leaves_the_losses_unchanged():
     labels, x = _batch(8)
     perm = np.random.default_rng(8).permutation(len(labels))
     for metric in METRICS:
-        assert _f(losses.lifted_struct_loss(labels[perm], x[perm], 1.0, metric)) == pytest.approx(
-            _f(losses.lifted_struct_loss(labels, x, 1.0, metric)), rel=1e-5
+        assert scalar(losses.lifted_struct_loss(labels[perm], x[perm], 1.0, metric)) == pytest.approx(
+            scalar(losses.lifted_struct_loss(labels, x, 1.0, metric)), rel=1e-5
         )
     logits = x @ x[::-1].T
-    assert _f(losses.npairs_loss(labels[perm], logits[perm][:, perm])) == pytest.approx(
-        _f(losses.npairs_loss(labels, logits)), rel=1e-5
+    assert scalar(losses.npairs_loss(labels[perm], logits[perm][:, perm])) == pytest.approx(
+        scalar(losses.npairs_loss(labels, logits)), rel=1e-5
     )
 
 
@@ -310,11 +295,11 @@ def test_low_precision_input_computes_in_float32(dtype):
     low = losses.lifted_struct_loss(labels, ops.cast(x, dtype), 1.0)
     assert keras.backend.standardize_dtype(low.dtype) == dtype
     x_low = ops.convert_to_numpy(ops.cast(ops.cast(x, dtype), "float32"))
-    assert _f(low) == pytest.approx(_ref_lifted(labels, x_low, 1.0), rel=2e-2)
+    assert scalar(low) == pytest.approx(_ref_lifted(labels, x_low, 1.0), rel=2e-2)
     logits = x @ x.T
     low = losses.npairs_loss(labels, ops.cast(logits, dtype))
     assert keras.backend.standardize_dtype(low.dtype) == dtype
-    assert _f(low) == pytest.approx(_ref_npairs(labels, logits), rel=2e-2)
+    assert scalar(low) == pytest.approx(_ref_npairs(labels, logits), rel=2e-2)
 
 
 def test_unknown_batch_size_in_tf_graph_matches_eager():
@@ -355,7 +340,7 @@ def test_config_round_trip(loss):
                   type(loss).from_config(config)):
         assert type(clone) is type(loss)
         assert clone.get_config() == config
-        assert _f(clone(y, x)) == pytest.approx(_f(loss(y, x)), rel=1e-6)
+        assert scalar(clone(y, x)) == pytest.approx(scalar(loss(y, x)), rel=1e-6)
 
 
 def test_model_with_lifted_loss_fits_saves_and_reloads(tmp_path):
@@ -364,10 +349,10 @@ def test_model_with_lifted_loss_fits_saves_and_reloads(tmp_path):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     loss = losses.LiftedStructLoss(margin=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss)
-    before = _f(loss(labels, model(x)))
+    before = scalar(loss(labels, model(x)))
     history = model.fit(x, labels, batch_size=16, epochs=5, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    assert _f(loss(labels, model(x))) < before  # the loss goes down on its batch
+    assert scalar(loss(labels, model(x))) < before  # the loss goes down on its batch
     model.save(tmp_path / "m.keras")
     reloaded = keras.saving.load_model(tmp_path / "m.keras")
     assert type(reloaded.loss) is losses.LiftedStructLoss

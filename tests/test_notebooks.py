@@ -6,7 +6,6 @@ with ``pytest -m notebook``. A notebook that raises fails its test.
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
