@@ -1,7 +1,7 @@
 """Speed and peak memory of the online triplet losses (forward + backward).
 
-For each strategy (semihard, hard, batch-all, and the lifted-structure loss)
-and batch size B, a fresh Python
+For each strategy (semihard, hard, batch-all, and the lifted-structure,
+multi-similarity and circle losses) and batch size B, a fresh Python
 subprocess builds random ``[B, D]`` embeddings (4 examples per class), runs
 the loss and its gradient once to warm up (tracing / compilation), then
 ``--repeats`` more times, and reports the median seconds and its peak resident
@@ -33,7 +33,7 @@ import time
 
 import _machine
 
-STRATEGIES = ("semihard", "hard", "batch-all", "lifted")
+STRATEGIES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity", "circle")
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (64, 128, 256)
 EXAMPLES_PER_CLASS = 4
@@ -56,6 +56,10 @@ def _loss_fn(strategy: str):
         return lambda y, x: losses.triplet_batch_all_loss(y, x, margin=1.0)
     if strategy == "lifted":
         return lambda y, x: losses.lifted_struct_loss(y, x, margin=1.0)
+    if strategy == "multi-similarity":
+        return lambda y, x: losses.multi_similarity_loss(y, x)
+    if strategy == "circle":
+        return lambda y, x: losses.circle_loss(y, x)
     raise ValueError(f"Unknown strategy. Received: strategy={strategy!r}")
 
 
