@@ -75,7 +75,8 @@ def test_triplet_help_gives_each_loss_default_k(capsys):
     from fsl.training.mnist import DEFAULT_K
 
     assert cli.main(["train", "triplet-mnist", "--help"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    # argparse may wrap a line after the hyphen of "multi-similarity"
+    out = " ".join(capsys.readouterr().out.split()).replace("multi- similarity", "multi-similarity")
     for loss, k in DEFAULT_K.items():
         assert f"{loss} {k}" in out
 

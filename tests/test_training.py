@@ -338,7 +338,7 @@ def test_resolve_jit():
 # === Other trainers (smoke runs) ===
 
 
-@pytest.mark.parametrize("loss", ["semihard", "lifted"])
+@pytest.mark.parametrize("loss", ["semihard", "lifted", "circle"])
 def test_triplet_mnist_tiny(tmp_path, loss):
     metrics = mnist_training.train_triplet_mnist(
         loss=loss, epochs=1, p=5, k=4, output_dir=tmp_path, run="t", **TINY
@@ -349,7 +349,8 @@ def test_triplet_mnist_tiny(tmp_path, loss):
     assert 0.0 <= metrics["precision_at_1"] <= 1.0
     assert metrics["epochs_completed"] == 1
     assert math.isfinite(metrics["history"]["loss"][0])
-    want = {"semihard": "TripletSemiHardLoss", "lifted": "LiftedStructLoss"}[loss]
+    want = {"semihard": "TripletSemiHardLoss", "lifted": "LiftedStructLoss",
+            "circle": "CircleLoss"}[loss]
     assert type(model.loss).__name__ == want
 
 
@@ -358,12 +359,18 @@ def test_trainer_loss_names_map_to_their_classes():
     from fsl.training import _common
 
     classes = {"semihard": losses.TripletSemiHardLoss, "hard": losses.TripletHardLoss,
-               "batch-all": losses.TripletBatchAllLoss, "lifted": losses.LiftedStructLoss}
+               "batch-all": losses.TripletBatchAllLoss, "lifted": losses.LiftedStructLoss,
+               "multi-similarity": losses.MultiSimilarityLoss, "circle": losses.CircleLoss}
     assert set(_common.TRIPLET_LOSSES) == set(classes)
     for name in _common.TRIPLET_LOSSES:
-        loss = _common.triplet_loss(name, 0.3, "angular")
+        loss = _common.triplet_loss(name, 0.3, "L2")
         assert type(loss) is classes[name]
-        assert (loss.margin, loss.distance_metric) == (0.3, "angular")
+        if name in _common.PAIR_WEIGHTING_LOSSES:
+            # their own defaults, on the distance their parameters are defined on
+            assert loss.get_config() == classes[name]().get_config()
+            assert loss.distance_metric == "angular"
+        else:
+            assert (loss.margin, loss.distance_metric) == (0.3, "L2")
 
 
 class _Stop(Exception):
@@ -372,7 +379,7 @@ class _Stop(Exception):
 
 @pytest.mark.parametrize("loss, k, want", [
     ("semihard", None, 16), ("batch-all", None, 16), ("hard", None, 4), ("hard", 8, 8),
-    ("lifted", None, 4),
+    ("lifted", None, 4), ("multi-similarity", None, 4), ("circle", None, 4),
 ])
 def test_triplet_mnist_default_k_per_loss(tmp_path, monkeypatch, loss, k, want):
     import fsl.data.sampling

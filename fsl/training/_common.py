@@ -137,16 +137,26 @@ def augment_batches(
 
 
 #: ``loss`` values of the triplet trainers (MNIST and faces): the online
-#: triplet losses, and the lifted-structure loss, which mines the same
-#: labelled P x K batches.
-TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted")
+#: triplet losses, and the lifted-structure, multi-similarity and circle
+#: losses, which mine the same labelled P x K batches.
+TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity", "circle")
+#: The losses whose parameters are their papers' (TF Similarity's defaults),
+#: defined on the angular distance: the trainers' ``margin`` and ``metric``
+#: do not apply to them.
+PAIR_WEIGHTING_LOSSES = ("multi-similarity", "circle")
 
 
 def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.Loss:
     """The ``fsl.losses`` batch loss a trainer's ``loss`` names (one of
-    ``TRIPLET_LOSSES``), with its margin and distance."""
+    ``TRIPLET_LOSSES``), with its margin and distance; the multi-similarity
+    and circle losses with their default parameters on the angular distance
+    (``margin`` and ``metric`` unused)."""
     from fsl import losses
 
+    if loss == "multi-similarity":
+        return losses.MultiSimilarityLoss()
+    if loss == "circle":
+        return losses.CircleLoss()
     return {
         "semihard": losses.TripletSemiHardLoss,
         "hard": losses.TripletHardLoss,

@@ -34,7 +34,10 @@ TRIPLET_LOSSES = common.TRIPLET_LOSSES
 #: on the bundled digits; K = 4, Hermans et al.'s choice: 0.980; README).
 #: The lifted loss: 0.978 with K = 4, 0.974 with K = 16 (margin 0.5; 0.977 /
 #: 0.973 with K = 4 / 8 at margin 1), below semi-hard's 0.981 either way.
-DEFAULT_K = {"semihard": 16, "hard": 4, "batch-all": 16, "lifted": 4}
+#: Multi-similarity: 0.984 with K = 4 or 16; circle: 0.985 with K = 4, 0.973
+#: with K = 16 (``fsl train triplet-mnist --loss ... --k ...``).
+DEFAULT_K = {"semihard": 16, "hard": 4, "batch-all": 16, "lifted": 4,
+             "multi-similarity": 4, "circle": 4}
 #: ``train_siamese_mnist``'s default epochs: with 20, seeds 0 and 1 gave
 #: 97.8% and 98.15% pair accuracy, with 30 98.4% and 98.3% (bundled digits).
 SIAMESE_EPOCHS = 30
@@ -371,8 +374,10 @@ def train_triplet_mnist(
     ``fsl.models.embedding_model(mnist_encoder(...), normalize=True)`` trained
     with ``TripletSemiHardLoss`` (``loss="semihard"``, FaceNet),
     ``TripletHardLoss`` (``"hard"``, batch-hard), ``TripletBatchAllLoss``
-    (``"batch-all"``) or ``LiftedStructLoss`` (``"lifted"``, Song et al.
-    2016); triplets are mined inside each batch. Batches are
+    (``"batch-all"``), ``LiftedStructLoss`` (``"lifted"``, Song et al.
+    2016), ``MultiSimilarityLoss`` (``"multi-similarity"``) or
+    ``CircleLoss`` (``"circle"``); pairs and triplets are mined inside each
+    batch. Batches are
     P x K identity-balanced (``sampler="pk"``, ``fsl.data.sampling.pk_dataset``)
     or shuffled at random (``sampler="random"``, ``batch_size``).
 
@@ -385,12 +390,15 @@ def train_triplet_mnist(
 
     Args:
         epochs: passes over the training digits (default 10; 1 with ``fast``).
-        loss: ``"semihard"``, ``"hard"``, ``"batch-all"`` or ``"lifted"``.
+        loss: ``"semihard"``, ``"hard"``, ``"batch-all"``, ``"lifted"``,
+            ``"multi-similarity"`` or ``"circle"`` (the last two with their
+            default parameters on the angular distance: ``margin`` and
+            ``metric`` apply to the others).
         sampler: ``"pk"`` or ``"random"``.
         p: classes per P x K batch (at most 10 for MNIST).
         k: digits per class in a P x K batch; default ``DEFAULT_K[loss]``:
             16, and 4 for batch-hard, as in Hermans et al. (P = 18, K = 4),
-            and for the lifted loss.
+            and for the lifted, multi-similarity and circle losses.
             Batch-hard learns from each anchor's single farthest positive;
             with 15 others of its class in the batch that is an outlier,
             and training collapses (on the bundled digits, precision@1
