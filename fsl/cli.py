@@ -467,15 +467,6 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _load_embedding_model(run_dir):
-    import keras
-
-    path = run_dir.embedding_path
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir.path)!r} has no embedding model ({path.name})")
-    return keras.saving.load_model(path)
-
-
 def _run_embed(args) -> int:
     import numpy as np
 
@@ -494,7 +485,7 @@ def _run_embed(args) -> int:
         raise ValueError(f"--out must name a .npy file. Received: --out {args.out}")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    model = _load_embedding_model(run_dir)
+    model = run_dir.load_model("embedding")
     images = np.stack(
         [
             np.asarray(
@@ -533,7 +524,7 @@ def _run_export(args) -> int:
         model = run_dir.load_model()
         path = export.export_mtfl_model(model, export_dir, preprocessing=prep, overwrite=args.overwrite)
     elif kind == "embedding":
-        model = _load_embedding_model(run_dir)
+        model = run_dir.load_model("embedding")
         path = export.export_embedding_model(
             model, export_dir, preprocessing=prep, overwrite=args.overwrite
         )
@@ -544,7 +535,7 @@ def _run_export(args) -> int:
         cohort, threshold = (
             run_dir.read_s_norm() if args.score_norm == "s-norm" else (None, metrics["threshold"])
         )
-        model = _load_embedding_model(run_dir)
+        model = run_dir.load_model("embedding")
         path = export.export_pair_verifier(
             model,
             export_dir,

@@ -92,16 +92,6 @@ def _validate_margin(margin) -> float:
     return float(margin)
 
 
-def _validate_reg_lambda(reg_lambda) -> float:
-    if isinstance(reg_lambda, bool) or not isinstance(reg_lambda, numbers.Real) or not (
-        math.isfinite(float(reg_lambda)) and reg_lambda >= 0
-    ):
-        raise ValueError(
-            f"reg_lambda must be a finite number >= 0. Received: reg_lambda={reg_lambda!r}"
-        )
-    return float(reg_lambda)
-
-
 def _validate_real(name: str, value, low: float = -math.inf, low_open: bool = False) -> float:
     """A finite real number ``> low`` (``low_open``) or ``>= low``; errors name the value."""
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
@@ -444,10 +434,11 @@ def _masked_logsumexp(values, mask):
     mask = ops.cast(mask, "bool")
     has = ops.any(mask, axis=1)
     row_max = mining.masked_maximum(values, mask, keepdims=True)
-    # Masked-out entries are replaced before exp, not after: exp of a large
-    # masked value would be inf, and where()'s gradient 0 * inf is NaN.
+    # Masked-out entries are replaced before exp (by a value whose exp is 0),
+    # not zeroed after: exp of a large masked value would be inf, and
+    # where()'s gradient 0 * inf is NaN.
     shifted = ops.where(mask, values - row_max, ops.full_like(values, -1e4))
-    total = ops.sum(ops.where(mask, ops.exp(shifted), 0.0), axis=1)
+    total = ops.sum(ops.exp(shifted), axis=1)
     total = ops.where(has, total, ops.ones_like(total))
     lse = ops.squeeze(row_max, axis=1) + ops.log(total)
     return ops.where(has, lse, ops.full_like(lse, -1e30)), has
@@ -601,7 +592,7 @@ def npairs_loss_from_embeddings(y_true, anchors, positives, reg_lambda: float = 
     >>> round(float(npairs_loss_from_embeddings([0, 1], a, a, reg_lambda=0.0)), 4)
     0.3133
     """
-    reg_lambda = _validate_reg_lambda(reg_lambda)
+    reg_lambda = _validate_real("reg_lambda", reg_lambda, 0.0)
     anchors, dtype = _to_compute_dtype(_check_rank(anchors, 2, "anchors", "[B, D]"))
     positives, _ = _to_compute_dtype(_check_rank(positives, 2, "positives", "[B, D]"))
     logits = ops.matmul(anchors, ops.transpose(positives))
@@ -1108,7 +1099,7 @@ class PairNpairsLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.reg_lambda = _validate_reg_lambda(reg_lambda)
+        self.reg_lambda = _validate_real("reg_lambda", reg_lambda, 0.0)
 
     def call(self, y_true, y_pred):
         y_pred = _check_stacked(y_pred, 2, "[B, 2, D] (stacked anchors and positives)")

@@ -608,7 +608,7 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
                                      arguments["test_identities"], split_seed)
     x_train, y_train = _load(train_faces, prep["image_size"][0], prep["standardize"])
     x_test, y_test = _load(test_faces, prep["image_size"][0], prep["standardize"])
-    model = keras.saving.load_model(run_dir.embedding_path)
+    model = run_dir.load_model("embedding")
     # Runs from before score normalisation / WCCN existed have neither argument.
     return evaluate_faces(model, x_test, y_test, seed=split_seed,
                           train_images=x_train, train_labels=y_train,

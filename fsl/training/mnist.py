@@ -509,7 +509,7 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     Uses the data source and subsets recorded in ``config.json``.
     """
     arguments = config["arguments"]
-    encoder = keras.saving.load_model(run_dir.embedding_path)
+    encoder = run_dir.load_model("embedding")
     train, test, source = load_data(
         config.get("data_source", arguments["source"]),
         arguments["seed"],
