@@ -387,8 +387,9 @@ def train_facenet(
             Song et al. 2016) runs here on the unit sphere, where its hinge
             never reaches 0 (see its docstring). On ORL's validation
             protocol (``benchmarks/quality.py orl --validation``), S-norm
-            verification: semi-hard 0.931, lifted at margin 1 0.886,
-            multi-similarity 0.929, circle 0.933 (one run per split).
+            verification, one run per split: semi-hard 0.931, lifted at
+            margin 1 0.886, multi-similarity 0.929; two per split:
+            semi-hard 0.924, circle 0.929 (README).
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
         k: faces per identity per batch.
