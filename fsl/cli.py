@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional, Sequence
 # the command anyway).
 from fsl.backend import BackendError
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
-from fsl.training._common import PRECISIONS, TRIPLET_LOSSES
+from fsl.training._common import LOSS_OPTIONS, PRECISIONS, TRIPLET_LOSSES
 from fsl.training.facenet import EMBEDDINGS, POOLINGS
 from fsl.training.mnist import DEFAULT_K
 
@@ -174,6 +174,36 @@ def _names(text: str) -> list:
     return names
 
 
+def _loss_option(text: str) -> dict:
+    """``--loss-option``: ``KEY=VALUE``, VALUE a number or true / false."""
+    key, sep, value = text.partition("=")
+    parsed = {"true": True, "false": False}.get(value.strip().lower())
+    if parsed is None:
+        try:
+            parsed = float(value)
+        except ValueError:
+            parsed = None
+    if not sep or not key.strip().isidentifier() or parsed is None:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with a number or true/false as VALUE, got {text!r}")
+    return {key.strip(): parsed}
+
+
+class _MergeDicts(argparse.Action):
+    """Repeated ``KEY=VALUE`` options merged into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), **values})
+
+
+def _add_loss_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loss-option", dest="loss_options", type=_loss_option, action=_MergeDicts,
+        default=None, metavar="KEY=VALUE",
+        help="another argument of the loss's class; repeat for more. Per --loss: " + "; ".join(
+            f"{loss} {', '.join(keys)}" for loss, keys in LOSS_OPTIONS.items() if keys))
+
+
 def _shrinkage(text: str):
     """``--wccn``: a positive number, or ``none``."""
     if text.lower() == "none":
@@ -292,6 +322,7 @@ def _train_triplet(args) -> dict:
         batch_size=args.batch_size,
         embedding_dim=args.embedding_dim,
         margin=args.margin,
+        loss_options=args.loss_options,
         learning_rate=args.learning_rate,
         **({} if args.augment is None else {"augment": args.augment}),
         source=args.source,
@@ -336,6 +367,7 @@ def _train_facenet(args) -> dict:
         image_size=args.image_size,
         embedding_dim=args.embedding_dim,
         margin=args.margin,
+        loss_options=args.loss_options,
         learning_rate=args.learning_rate,
         augment=args.augment,
         embedding=args.embedding,
@@ -379,6 +411,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=_positive_int, default=None,
                    help="digits per class in a batch (default per loss: " + ", ".join(
                        f"{loss} {k}" for loss, k in DEFAULT_K.items()) + ")")
+    _add_loss_option(p)
     _add_run_options(p)
     p.set_defaults(train=_train_triplet)
 
@@ -439,6 +472,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also report verification with S-norm against the training "
                    "people (default), or not (none)")
     p.add_argument("--margin", type=_positive_float, default=0.5, help="default 0.5")
+    _add_loss_option(p)
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="default 1e-3")
     _add_run_options(p)
     p.set_defaults(train=_train_facenet)

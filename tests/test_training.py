@@ -373,6 +373,65 @@ def test_trainer_loss_names_map_to_their_classes():
             assert (loss.margin, loss.distance_metric) == (0.3, "L2")
 
 
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("name, options, cls, expected", [
+    ("hard", {"soft": True}, "TripletHardLoss", {"margin": 0.3, "distance_metric": "L2"}),
+    ("multi-similarity", {"alpha": 1.0, "beta": 20.0, "epsilon": 0.2, "lmda": 0.6, "center": 0.9},
+     "MultiSimilarityLoss", {}),
+    ("circle", {"gamma": 64.0, "margin": 0.25}, "CircleLoss", {}),
+])
+def test_trainer_loss_options_reach_the_loss(name, options, cls, expected):
+    from fsl import losses
+    from fsl.training import LOSS_OPTIONS, _common
+
+    assert set(options) == set(LOSS_OPTIONS[name])  # every option of the loss, each changed
+    loss = _common.triplet_loss(name, 0.3, "L2", options)
+    reference = getattr(losses, cls)(**options, **expected).get_config()
+    assert loss.get_config() == reference
+    assert reference != getattr(losses, cls)(**expected).get_config()
+
+
+@pytest.mark.backend_agnostic
+def test_trainer_loss_options_are_checked():
+    from fsl.training import LOSS_OPTIONS, _common
+
+    assert _common.check_loss_options("semihard", None) == {}
+    for name in ("semihard", "batch-all", "lifted"):
+        assert LOSS_OPTIONS[name] == ()
+        with pytest.raises(ValueError, match=f"'soft' is not an option of loss='{name}' "
+                                             r"\(it takes none\)"):
+            _common.triplet_loss(name, 0.3, "L2", {"soft": True})
+    # The margin losses' margin and distance come from the trainer's arguments.
+    for key in ("margin", "distance_metric"):
+        with pytest.raises(ValueError, match=f"{key!r} is not an option of loss='hard' "
+                                             r"\(the trainer's margin and metric"):
+            _common.triplet_loss("hard", 0.3, "L2", {key: 0.1})
+    with pytest.raises(ValueError, match=r"'beta' is not an option of loss='circle' "
+                                         r"\(it takes gamma, margin\)"):
+        _common.triplet_loss("circle", 0.3, "L2", {"beta": 1.0})
+    with pytest.raises(ValueError, match=r"loss_options must be a dict.*\[\('gamma', 1\)\]"):
+        _common.triplet_loss("circle", 0.3, "L2", [("gamma", 1)])
+    # Values are the loss class's to check, with its message.
+    with pytest.raises(ValueError, match="Received: alpha=-1"):
+        _common.triplet_loss("multi-similarity", 0.3, "L2", {"alpha": -1})
+
+
+def test_triplet_mnist_loss_options(tmp_path):
+    options = {"alpha": 1.0, "beta": 20.0}
+    mnist_training.train_triplet_mnist(loss="multi-similarity", loss_options=options, epochs=1,
+                                       p=5, k=4, output_dir=tmp_path, run="t", **TINY)
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["arguments"]["loss_options"] == options
+    loss = keras.saving.load_model(tmp_path / "t" / "model.keras").loss
+    assert (type(loss).__name__, loss.alpha, loss.beta, loss.lmda) == (
+        "MultiSimilarityLoss", 1.0, 20.0, 0.5)
+    # A bad option fails before the run folder exists.
+    with pytest.raises(ValueError, match="'gamma' is not an option of loss='multi-similarity'"):
+        mnist_training.train_triplet_mnist(loss="multi-similarity", loss_options={"gamma": 1.0},
+                                           output_dir=tmp_path, run="u", **TINY)
+    assert not (tmp_path / "u").exists()
+
+
 class _Stop(Exception):
     pass
 
@@ -676,6 +735,9 @@ def test_facenet_members_train_side_by_side_and_resume(tmp_path, orl_dir):
         ({"wccn": 0}, "wccn must be a finite number > 0. Received: wccn=0"),
         ({"wccn": "yes"}, "wccn='yes'"),
         ({"members": 0}, "members.*Received: members=0"),
+        ({"loss": "circle", "loss_options": {"gamma": 0}}, "gamma.*Received: gamma=0"),
+        ({"loss_options": {"soft": True}}, "'soft' is not an option of loss='semihard'"),
+        ({"loss_options": "gamma=1"}, "loss_options must be a dict.*'gamma=1'"),
     ],
 )
 def test_facenet_bad_arguments_name_the_value(tmp_path, kwargs, match):

@@ -63,7 +63,13 @@ def get_evaluator(task: str) -> Callable[[RunDir, dict], dict]:
     return getattr(importlib.import_module(module), evaluator)
 
 
+#: Names read from ``fsl.training._common`` on first use (it imports Keras).
+_COMMON_NAMES = ("LOSS_OPTIONS", "TRIPLET_LOSSES")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _COMMON_NAMES:
+        return getattr(importlib.import_module("fsl.training._common"), name)
     if name in _TRAINER_NAMES:
         module, trainer = _TRAINER_NAMES[name]
         return getattr(importlib.import_module(module), trainer)
@@ -98,8 +104,10 @@ def evaluate_run(path) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
+    "LOSS_OPTIONS",
     "RunDir",
     "TASKS",
+    "TRIPLET_LOSSES",
     "evaluate_run",
     "get_evaluator",
     "get_trainer",

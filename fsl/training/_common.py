@@ -146,23 +146,67 @@ TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity",
 PAIR_WEIGHTING_LOSSES = ("multi-similarity", "circle")
 
 
-def triplet_loss(loss: str, margin: float, metric: str = "L2") -> keras.losses.Loss:
+#: Per trainer loss, the constructor arguments of its ``fsl.losses`` class
+#: that a trainer's ``loss_options`` may set: the margin losses' margin and
+#: distance come from the trainer's own ``margin`` / ``metric``.
+LOSS_OPTIONS = {
+    "semihard": (),
+    "hard": ("soft",),
+    "batch-all": (),
+    "lifted": (),
+    "multi-similarity": ("alpha", "beta", "epsilon", "lmda", "center"),
+    "circle": ("gamma", "margin"),
+}
+
+
+def check_loss_options(loss: str, options: Any) -> dict:
+    """A trainer's ``loss_options`` for ``loss`` as a plain dict (``{}`` for
+    ``None``), its keys among ``LOSS_OPTIONS[loss]``; the values are checked
+    by the loss class itself (``triplet_loss``)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            "loss_options must be a dict of the loss's arguments, e.g. {'gamma': 64.0}. "
+            f"Received: loss_options={options!r}"
+        )
+    allowed = LOSS_OPTIONS[loss]
+    for key in options:
+        if key not in allowed:
+            hint = (
+                "the trainer's margin and metric arguments set the margin and distance"
+                if key in ("margin", "distance_metric") else f"it takes {', '.join(allowed)}"
+                if allowed else "it takes none"
+            )
+            raise ValueError(
+                f"loss_options key {key!r} is not an option of loss={loss!r} ({hint}). "
+                f"Received: loss_options={dict(options)!r}"
+            )
+    return dict(options)
+
+
+def triplet_loss(
+    loss: str, margin: float, metric: str = "L2", options: Mapping | None = None
+) -> keras.losses.Loss:
     """The ``fsl.losses`` batch loss a trainer's ``loss`` names (one of
     ``TRIPLET_LOSSES``), with its margin and distance; the multi-similarity
-    and circle losses with their default parameters on the angular distance
-    (``margin`` and ``metric`` unused)."""
+    and circle losses on the angular distance, with their default parameters
+    (``margin`` and ``metric`` unused) where ``options`` does not set them.
+    ``options``: more of the class's arguments (``check_loss_options``); a
+    bad value raises the class's ``ValueError``."""
     from fsl import losses
 
+    options = check_loss_options(loss, options)
     if loss == "multi-similarity":
-        return losses.MultiSimilarityLoss()
+        return losses.MultiSimilarityLoss(**options)
     if loss == "circle":
-        return losses.CircleLoss()
+        return losses.CircleLoss(**options)
     return {
         "semihard": losses.TripletSemiHardLoss,
         "hard": losses.TripletHardLoss,
         "batch-all": losses.TripletBatchAllLoss,
         "lifted": losses.LiftedStructLoss,
-    }[loss](margin=margin, distance_metric=metric)
+    }[loss](margin=margin, distance_metric=metric, **options)
 
 
 #: ``mixed_precision`` values of the trainers: Keras dtype policies.

@@ -7,7 +7,7 @@ training): 10-fold verification accuracy, precision@1 and k-means NMI.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
@@ -301,6 +301,7 @@ def train_facenet(
     image_size: int = 96,
     embedding_dim: int = 64,
     margin: float = 0.5,
+    loss_options: Optional[Mapping[str, Any]] = None,
     learning_rate: float = 1e-3,
     standardize: str = "fixed",
     augment: float = 1.0,
@@ -381,9 +382,9 @@ def train_facenet(
             --validation``).
         loss: ``"semihard"``, ``"hard"``, ``"batch-all"``, ``"lifted"``,
             ``"multi-similarity"`` or ``"circle"``. The last two
-            (``fsl.losses.MultiSimilarityLoss``, ``CircleLoss``) take their
-            default parameters on the angular distance; ``margin`` does not
-            apply to them. ``"lifted"`` (``fsl.losses.LiftedStructLoss``,
+            (``fsl.losses.MultiSimilarityLoss``, ``CircleLoss``) run on the
+            angular distance with their default parameters unless
+            ``loss_options`` sets them; ``margin`` does not apply to them. ``"lifted"`` (``fsl.losses.LiftedStructLoss``,
             Song et al. 2016) runs here on the unit sphere, where its hinge
             never reaches 0 (see its docstring). On ORL's validation
             protocol (``benchmarks/quality.py orl --validation``), S-norm
@@ -397,6 +398,9 @@ def train_facenet(
         embedding_dim: width of the projection head the loss trains (the
             embedding itself when ``embedding="projection"``).
         margin: triplet margin (unit-norm embeddings).
+        loss_options: more arguments of the loss's class, as
+            ``fsl.training.train_triplet_mnist``'s (``LOSS_OPTIONS``), e.g.
+            ``{"gamma": 64.0}`` for the circle loss.
         learning_rate: initial Adam learning rate (cosine decay to 0).
         standardize: pixel standardisation (``"fixed"``, ``"prewhiten"``,
             ``"unit"``; see ``fsl.data.faces.standardize_image``).
@@ -474,6 +478,8 @@ def train_facenet(
     image_size = common.check_positive_int("image_size", image_size)
     embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
     margin = common.check_positive_float("margin", margin)
+    arguments["loss_options"] = loss_options = common.check_loss_options(loss, loss_options)
+    common.triplet_loss(loss, margin, options=loss_options)  # a bad value fails here
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     standardize = common.check_choice("standardize", standardize, STANDARDIZE)
     augment = common.check_fraction("augment", augment)
@@ -539,14 +545,14 @@ def train_facenet(
         ]
     if members == 1:
         model = nets[0]
-        triplet_loss = common.triplet_loss(loss, margin)
+        triplet_loss = common.triplet_loss(loss, margin, options=loss_options)
     else:
         # The members side by side in one model: each its own initial
         # weights, output and loss on the same batches; one fit, one
         # checkpoint to resume.
         inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
         model = keras.Model(inputs, [net(inputs) for net in nets], name="facenet_ensemble")
-        triplet_loss = [common.triplet_loss(loss, margin) for _ in nets]
+        triplet_loss = [common.triplet_loss(loss, margin, options=loss_options) for _ in nets]
         dataset = dataset.map(lambda x, y: (x, (y,) * members))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(

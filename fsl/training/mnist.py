@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
@@ -355,6 +355,7 @@ def train_triplet_mnist(
     dropout: float = 0.3,
     augment: float = 0.5,
     metric: str = "L2",
+    loss_options: Optional[Mapping[str, Any]] = None,
     source: str = "auto",
     seed: int = 0,
     output_dir=None,
@@ -391,9 +392,10 @@ def train_triplet_mnist(
     Args:
         epochs: passes over the training digits (default 10; 1 with ``fast``).
         loss: ``"semihard"``, ``"hard"``, ``"batch-all"``, ``"lifted"``,
-            ``"multi-similarity"`` or ``"circle"`` (the last two with their
-            default parameters on the angular distance: ``margin`` and
-            ``metric`` apply to the others).
+            ``"multi-similarity"`` or ``"circle"`` (the last two on the
+            angular distance, with their default parameters unless
+            ``loss_options`` sets them: ``margin`` and ``metric`` apply to
+            the others).
         sampler: ``"pk"`` or ``"random"``.
         p: classes per P x K batch (at most 10 for MNIST).
         k: digits per class in a P x K batch; default ``DEFAULT_K[loss]``:
@@ -412,6 +414,12 @@ def train_triplet_mnist(
         augment: augmentation strength in ``[0, 1]`` (as
             ``train_siamese_mnist``).
         metric: ``"L2"``, ``"squared-L2"`` or ``"angular"``.
+        loss_options: more arguments of the loss's class
+            (``fsl.training.LOSS_OPTIONS`` lists them): ``{"soft": True}``
+            for batch-hard (the soft margin of Hermans et al.); ``alpha``,
+            ``beta``, ``epsilon``, ``lmda``, ``center`` for
+            ``MultiSimilarityLoss``; ``gamma``, ``margin`` for
+            ``CircleLoss``. Recorded in ``config.json``.
         source, seed, output_dir, run, overwrite, resume, fast, max_train,
         max_test, jit_compile, mixed_precision, verbose, callbacks: as
         ``train_siamese_mnist``.
@@ -445,6 +453,9 @@ def train_triplet_mnist(
     margin = common.check_positive_float("margin", margin)
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     metric = distances.canonical_name(metric)
+    loss_options = common.check_loss_options(loss, loss_options)
+    # Built now so that a bad option value fails before the run folder exists.
+    triplet_loss = common.triplet_loss(loss, margin, metric, loss_options)
     seed = common.check_seed(seed)
     common.check_jit(jit_compile)
     mixed_precision = common.check_precision(mixed_precision)
@@ -452,7 +463,7 @@ def train_triplet_mnist(
     encoder_args = _encoder_args(filters, convs_per_block, dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
-        filters=list(encoder_args["filters"]), k=k,
+        filters=list(encoder_args["filters"]), k=k, loss_options=loss_options,
     )
 
     run_dir = common.start_run("triplet-mnist", arguments, output_dir, run, overwrite, resume)
@@ -486,7 +497,7 @@ def train_triplet_mnist(
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=common.triplet_loss(loss, margin, metric),
+        loss=triplet_loss,
         jit_compile=common.resolve_jit(model, jit_compile),
     )
 
