@@ -167,10 +167,22 @@ def _positive_float(text: str) -> float:
 
 
 def _names(text: str) -> list:
-    """``--identities``: comma-separated folder names."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    """``--identities``: comma-separated folder names, or ``@FILE``: a text
+    file of names (one per line or comma-separated; ``#`` starts a comment)."""
+    source = text
+    if text.startswith("@"):
+        path = pathlib.Path(text[1:])
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise argparse.ArgumentTypeError(
+                f"cannot read the names file {str(path)!r}: "
+                f"{getattr(error, 'strerror', None) or error}") from None
+        source = ",".join(line.split("#", 1)[0] for line in source.splitlines())
+    names = [n.strip() for n in source.split(",") if n.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+        where = f"in {text[1:]!r}" if text.startswith("@") else f"got {text!r}"
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, {where}")
     return names
 
 
@@ -439,9 +451,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
     p.add_argument("--test-identities", type=_positive_int, default=10, help="default 10")
-    p.add_argument("--identities", type=_names, default=None, metavar="NAME,NAME,...",
+    p.add_argument("--identities", type=_names, default=None, metavar="NAME,NAME,...|@FILE",
                    help="only these identity folders take part (default: all); e.g. a "
-                   "split's training people, to hold out validation people among them")
+                   "split's training people, to hold out validation people among them; "
+                   "@FILE reads them from a text file, one per line")
     p.add_argument("--loss", choices=TRIPLET_LOSSES, default="semihard")
     p.add_argument("--p", type=_positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")

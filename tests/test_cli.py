@@ -314,6 +314,21 @@ def test_train_facenet_identities_flag(capsys, tmp_path, orl_dir):
                           "s01,s02,nobody", "--output-dir", str(tmp_path), "--run", "g"]),
         "['nobody'] are not in the face folder",
     )
+    # @FILE: one name per line, comments and blank lines ignored, commas allowed.
+    names_file = tmp_path / "people.txt"
+    names_file.write_text("# training people\n" + "\n".join(names[:4]) + "\n\n"
+                          + ",".join(names[4:]) + "  # the rest\n")
+    assert cli._names(f"@{names_file}") == names
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody\n\n")
+    for argument, fragment in ((f"@{empty}", "expected comma-separated names, in"),
+                               (f"@{tmp_path / 'missing.txt'}", "cannot read the names file")):
+        _assert_one_line_error(
+            capsys, cli.main(["train", "facenet", "--data", str(orl_dir), "--identities",
+                              argument, "--output-dir", str(tmp_path), "--run", "h"]),
+            fragment, argument[1:],
+        )
+    assert not (tmp_path / "h").exists()
 
 
 def test_train_triplet_loss_options_flag(capsys, tmp_path):
