@@ -165,8 +165,23 @@ def test_interrupted_run_resumes(tmp_path):
     with pytest.raises(FileExistsError):
         mnist_training.train_siamese_mnist(**kwargs)
 
+    # Resuming with other training arguments would train the checkpoint on another
+    # recipe: refused, naming each difference, and the run is left as it was.
+    config_before = run_dir.config_path.read_bytes()
+    with pytest.raises(ValueError, match=r"these differ: margin: 1.0 -> 0.5; pairs_per_epoch: "
+                                         r"64 -> 32\. Pass the same values"):
+        mnist_training.train_siamese_mnist(
+            resume=True, **{**kwargs, "margin": 0.5, "pairs_per_epoch": 32})
+    with pytest.raises(ValueError, match="Cannot resume .* as a 'triplet-mnist' run: it is a "
+                                         "'siamese-mnist' run"):
+        mnist_training.train_triplet_mnist(resume=True, **TINY, output_dir=tmp_path, run="r")
+    assert run_dir.config_path.read_bytes() == config_before
+    assert run_dir.completed_epochs() == 1
+
     counter = _CountEpochs()
-    metrics = mnist_training.train_siamese_mnist(resume=True, callbacks=[counter], **kwargs)
+    # How it runs and reports may change (here verbose).
+    metrics = mnist_training.train_siamese_mnist(
+        resume=True, callbacks=[counter], **{**kwargs, "verbose": 2})
     assert counter.epochs == [1, 2]  # only the remaining epochs ran
     assert metrics["epochs_completed"] == 3
     assert len(metrics["history"]["loss"]) == 3
@@ -409,6 +424,13 @@ def test_trainer_loss_options_are_checked():
     with pytest.raises(ValueError, match=r"'beta' is not an option of loss='circle' "
                                          r"\(it takes gamma, margin\)"):
         _common.triplet_loss("circle", 0.3, "L2", {"beta": 1.0})
+    # The pair-weighting losses ignore the trainer's margin: their own options are listed.
+    with pytest.raises(ValueError, match=r"'margin' is not an option of loss='multi-similarity' "
+                                         r"\(it takes alpha, beta, epsilon, lmda, center\)"):
+        _common.triplet_loss("multi-similarity", 0.3, "L2", {"margin": 0.1})
+    # numpy scalars come back as plain Python numbers (config.json, get_config).
+    options = _common.check_loss_options("circle", {"gamma": np.float32(32.0)})
+    assert options == {"gamma": 32.0} and type(options["gamma"]) is float
     with pytest.raises(ValueError, match=r"loss_options must be a dict.*\[\('gamma', 1\)\]"):
         _common.triplet_loss("circle", 0.3, "L2", [("gamma", 1)])
     # Values are the loss class's to check, with its message.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -172,17 +173,19 @@ def check_loss_options(loss: str, options: Any) -> dict:
         )
     allowed = LOSS_OPTIONS[loss]
     for key in options:
-        if key not in allowed:
-            hint = (
-                "the trainer's margin and metric arguments set the margin and distance"
-                if key in ("margin", "distance_metric") else f"it takes {', '.join(allowed)}"
-                if allowed else "it takes none"
-            )
-            raise ValueError(
-                f"loss_options key {key!r} is not an option of loss={loss!r} ({hint}). "
-                f"Received: loss_options={dict(options)!r}"
-            )
-    return dict(options)
+        if key in allowed:
+            continue
+        if key in ("margin", "distance_metric") and loss not in PAIR_WEIGHTING_LOSSES:
+            hint = "the trainer's margin and metric arguments set the margin and distance"
+        else:
+            hint = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise ValueError(
+            f"loss_options key {key!r} is not an option of loss={loss!r} ({hint}). "
+            f"Received: loss_options={dict(options)!r}"
+        )
+    # numpy scalars as plain Python values: config.json and get_config stay plain.
+    return {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in options.items()}
 
 
 def triplet_loss(
@@ -315,10 +318,44 @@ def start_run(
     }
     if resume and run_dir.config_path.is_file():
         previous = run_dir.read_config()
+        _check_resumed_arguments(run_dir, task, previous, config["arguments"])
         config["resumed_from_epoch"] = run_dir.completed_epochs()
         config["started"] = previous.get("started", config["started"])
     run_dir.write_config(config)
     return run_dir
+
+
+#: Arguments a resumed run may change: how it runs and reports, not what it
+#: trains (its checkpoint holds weights and optimizer state of the first ones).
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "verbose", "jit_compile", "output_dir", "run"})
+
+
+def _check_resumed_arguments(
+    run_dir: RunDir, task: str, previous: Mapping[str, Any], arguments: Mapping[str, Any]
+) -> None:
+    """A resumed run must go on with the task and arguments it started with:
+    another loss, size or schedule would train on (or fail to restore) a
+    checkpoint made for different ones. Arguments the first config does not
+    record (added to ``fsl`` since) are not compared."""
+    if previous.get("task", task) != task:
+        raise ValueError(
+            f"Cannot resume {run_dir.path} as a {task!r} run: it is a "
+            f"{previous.get('task')!r} run. Received: task={task!r}"
+        )
+    before = previous.get("arguments") or {}
+    # Compare as config.json stores them (tuples as lists, other types as text).
+    now = json.loads(json.dumps(dict(arguments), default=str))
+    changed = [
+        f"{key}: {before[key]!r} -> {now[key]!r}"
+        for key in sorted(set(before) & set(now) - RESUMABLE_CHANGES)
+        if before[key] != now[key]
+    ]
+    if changed:
+        raise ValueError(
+            f"resume=True continues {run_dir.path} with the arguments it started with; "
+            f"these differ: {'; '.join(changed)}. Pass the same values, or start another "
+            "run (another run name)"
+        )
 
 
 def update_config(run_dir: RunDir, **entries: Any) -> dict:

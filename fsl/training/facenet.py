@@ -384,9 +384,10 @@ def train_facenet(
             ``"multi-similarity"`` or ``"circle"``. The last two
             (``fsl.losses.MultiSimilarityLoss``, ``CircleLoss``) run on the
             angular distance with their default parameters unless
-            ``loss_options`` sets them; ``margin`` does not apply to them. ``"lifted"`` (``fsl.losses.LiftedStructLoss``,
-            Song et al. 2016) runs here on the unit sphere, where its hinge
-            never reaches 0 (see its docstring). On ORL's validation
+            ``loss_options`` sets them; ``margin`` does not apply to them.
+            ``"lifted"`` (``fsl.losses.LiftedStructLoss``, Song et al.
+            2016) runs here on the unit sphere, where its hinge never
+            reaches 0 (see its docstring). On ORL's validation
             protocol (``benchmarks/quality.py orl --validation``), S-norm
             verification, one run per split: semi-hard 0.931, lifted at
             margin 1 0.886, multi-similarity 0.929; two per split:

@@ -246,7 +246,10 @@ def train_siamese_mnist(
             ``./saved_models``).
         run: run folder name (default ``siamese-mnist-<timestamp>``).
         overwrite: replace an existing run folder.
-        resume: continue an interrupted run (``BackupAndRestore``).
+        resume: continue an interrupted run (``BackupAndRestore``), with
+            the arguments it started with (another value of one that
+            changes what is trained, e.g. ``margin`` or ``epochs``, raises
+            ``ValueError``; ``verbose`` and ``jit_compile`` may change).
         fast: a smoke run (1 epoch on 600 / 200 digits): seconds, not quality.
         max_train: use a seeded subset of this many training digits.
         max_test: use a seeded subset of this many test digits.
