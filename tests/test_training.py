@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pathlib
 
 import keras
 import numpy as np
@@ -504,16 +506,22 @@ def train_and_reload_mtfl(tmp_path):
     return metrics
 
 
-def test_facenet_identities_restrict_the_split_and_its_re_evaluation(tmp_path, orl_dir):
+def test_facenet_identities_restrict_the_split_and_its_re_evaluation(tmp_path, orl_dir,
+                                                                     monkeypatch):
     from fsl.data.faces import identity_split, list_faces
     from fsl.training import train_facenet
 
     # A split's 30 training people, split again (the validation protocol).
     people = identity_split(list_faces(orl_dir), 10, seed=0)[0].class_names
-    metrics = train_facenet(orl_dir, identities=people, test_identities=10, split_seed=0,
-                            fast=True, image_size=32, p=5, k=2, output_dir=tmp_path, run="v",
-                            verbose=0)
+    # The face folder given relative to the working folder...
+    monkeypatch.chdir(pathlib.Path(orl_dir).parent)
+    metrics = train_facenet(pathlib.Path(orl_dir).name, identities=people, test_identities=10,
+                            split_seed=0, fast=True, image_size=32, p=5, k=2,
+                            output_dir=tmp_path, run="v", verbose=0)
     config = json.loads((tmp_path / "v" / "config.json").read_text())
+    # ...is recorded as an absolute path, so the run re-evaluates from anywhere.
+    assert config["arguments"]["data_dir"] == config["data_source"] == os.path.abspath(orl_dir)
+    monkeypatch.chdir(tmp_path)
     assert config["arguments"]["identities"] == list(people)
     assert len(config["train_identities"]) == 20 and len(config["test_identities"]) == 10
     assert set(config["train_identities"]) | set(config["test_identities"]) == set(people)

@@ -7,6 +7,7 @@ training): 10-fold verification accuracy, precision@1 and k-means NMI.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping, Optional, Sequence
 
 import keras
@@ -510,7 +511,9 @@ def train_facenet(
         raise ValueError(
             f"p must be at most the {train_faces.num_classes} training identities. Received: p={p}"
         )
-    arguments.update(epochs=epochs, p=p, split_seed=split_seed, data_dir=str(data_dir))
+    # An absolute path: the run re-evaluates (and resumes) from any working folder.
+    data_dir = os.path.abspath(data_dir)
+    arguments.update(epochs=epochs, p=p, split_seed=split_seed, data_dir=data_dir)
 
     run_dir = common.start_run("facenet", arguments, output_dir, run, overwrite, resume)
     common.set_seed(seed)
@@ -521,7 +524,7 @@ def train_facenet(
     )
     common.update_config(
         run_dir,
-        data_source=str(data_dir),
+        data_source=data_dir,
         train_identities=list(train_faces.class_names),
         test_identities=list(test_faces.class_names),
         preprocessing={"image_size": [image_size, image_size], "channels": 1,
@@ -595,7 +598,7 @@ def train_facenet(
     metrics["wccn"] = wccn
     metrics["members"] = members
     metrics["run_dir"] = str(run_dir.path)
-    metrics = common.finish_run(run_dir, metrics, history, seconds, str(data_dir))
+    metrics = common.finish_run(run_dir, metrics, history, seconds, data_dir)
     s_norm = (
         f" (S-norm: {metrics['s_norm_verification_accuracy']:.4f})"
         if "s_norm_verification_accuracy" in metrics else ""
