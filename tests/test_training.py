@@ -492,12 +492,20 @@ def test_mtfl_fast(tmp_path):
 def train_and_reload_mtfl(tmp_path):
     from fsl.training import train_mtfl
 
-    metrics = train_mtfl(
-        fast=True, synthetic_size=60, data_dir=tmp_path / "data", output_dir=tmp_path,
-        run="m", verbose=0, bottleneck=32, dropout=0.25,
-    )
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the data folder given relative to the working folder...
+    try:
+        metrics = train_mtfl(
+            fast=True, synthetic_size=60, data_dir="data", output_dir=tmp_path,
+            run="m", verbose=0, bottleneck=32, dropout=0.25,
+        )
+    finally:
+        os.chdir(cwd)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["data_source"] == "synthetic"
+    # ...is recorded as an absolute path: evaluate_run below runs from another folder.
+    assert config["arguments"]["data_dir"] == os.path.abspath(tmp_path / "data")
+    assert pathlib.Path(config["data_root"]).is_absolute()
     model = keras.saving.load_model(tmp_path / "m" / "model.keras")
     assert model.get_layer("bottleneck").units == 32
     assert model.get_layer("dropout").rate == 0.25

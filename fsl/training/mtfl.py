@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping, Optional, Sequence
 
 import keras
@@ -158,6 +159,8 @@ def train_mtfl(
     if loss_weights is not None and not isinstance(loss_weights, Mapping):
         raise TypeError(f"loss_weights must be a dict task -> float. Received: loss_weights={loss_weights!r}")
     losses, weights = models.mtfl_losses({**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})})
+    # Absolute paths: the run re-evaluates (and resumes) from any working folder.
+    data_dir = None if data_dir is None else os.path.abspath(data_dir)
     arguments.update(
         epochs=epochs, synthetic_size=synthetic_size, data_dir=data_dir, loss_weights=weights
     )
@@ -170,7 +173,7 @@ def train_mtfl(
     common.update_config(
         run_dir,
         data_source=data.source,
-        data_root=str(data.root),
+        data_root=os.path.abspath(data.root),
         preprocessing={"image_size": list(size), "channels": 1, "standardize": "unit"},
     )
 
