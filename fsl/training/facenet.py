@@ -483,7 +483,6 @@ def train_facenet(
     embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
     margin = common.check_positive_float("margin", margin)
     arguments["loss_options"] = loss_options = common.check_loss_options(loss, loss_options)
-    common.triplet_loss(loss, margin, options=loss_options)  # a bad value fails here
     learning_rate = common.check_positive_float("learning_rate", learning_rate)
     standardize = common.check_choice("standardize", standardize, STANDARDIZE)
     augment = common.check_fraction("augment", augment)
@@ -495,6 +494,10 @@ def train_facenet(
     if wccn is not None:
         wccn = common.check_positive_float("wccn", wccn)
     members = common.check_positive_int("members", members)
+    # One loss per member, built now so that a bad option value fails before
+    # the run folder exists.
+    member_losses = [common.triplet_loss(loss, margin, options=loss_options)
+                     for _ in range(members)]
     _check_score_norm(score_norm)
     seed = common.check_seed(seed)
     split_seed = seed if split_seed is None else common.check_seed(split_seed, "split_seed")
@@ -551,14 +554,14 @@ def train_facenet(
         ]
     if members == 1:
         model = nets[0]
-        triplet_loss = common.triplet_loss(loss, margin, options=loss_options)
+        triplet_loss = member_losses[0]
     else:
         # The members side by side in one model: each its own initial
         # weights, output and loss on the same batches; one fit, one
         # checkpoint to resume.
         inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
         model = keras.Model(inputs, [net(inputs) for net in nets], name="facenet_ensemble")
-        triplet_loss = [common.triplet_loss(loss, margin, options=loss_options) for _ in nets]
+        triplet_loss = member_losses
         dataset = dataset.map(lambda x, y: (x, (y,) * members))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
     model.compile(
