@@ -225,10 +225,15 @@ def test_augmentation_deterministic_with_seed(tmp_path):
         ds = mtfl.mtfl_dataset(root, "train", image_size=(32, 32), augment=True, seed=seed, batch_size=24)
         return next(iter(ds))
 
-    (a, ta), (b, tb), (_, tc) = run(1), run(1), run(2)
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    (a, ta), (b, tb), (c, tc) = run(1), run(1), run(2)
+    # The same seed draws the same transforms. TensorFlow's CPU kernels do not
+    # promise bit-identical floats from one run to the next (a few pixels once
+    # differed by 1 ulp, 1.5e-8, in CI), so pixels compare to 1e-6, far below
+    # what another draw changes (checked below for seed 2).
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(ta["landmarks"].numpy(), tb["landmarks"].numpy())
     assert np.abs(ta["landmarks"].numpy() - tc["landmarks"].numpy()).max() > 1e-3
+    assert np.abs(a.numpy() - c.numpy()).max() > 1e-3
 
 
 def test_flip_landmarks_hand_derived():
