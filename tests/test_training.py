@@ -192,6 +192,20 @@ def test_interrupted_run_resumes(tmp_path):
     assert config["status"] == "finished" and config["resumed_from_epoch"] == 1
 
 
+def test_resume_reads_an_old_relative_data_dir_from_the_working_folder(tmp_path, monkeypatch):
+    from fsl.training._common import _check_resumed_arguments
+
+    run_dir = _runs.RunDir(tmp_path / "r")
+    # Configs written before data folders were recorded absolute hold them as given.
+    previous = {"task": "facenet", "arguments": {"data_dir": "faces", "margin": 0.5}}
+    monkeypatch.chdir(tmp_path)
+    _check_resumed_arguments(run_dir, "facenet", previous,
+                             {"data_dir": str(tmp_path / "faces"), "margin": 0.5})
+    with pytest.raises(ValueError, match=r"data_dir: .*faces' -> .*other'"):
+        _check_resumed_arguments(run_dir, "facenet", previous,
+                                 {"data_dir": str(tmp_path / "other"), "margin": 0.5})
+
+
 def test_overwrite_replaces_folder(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "stale.txt").write_text("x")

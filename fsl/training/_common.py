@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -342,9 +343,13 @@ def _check_resumed_arguments(
             f"Cannot resume {run_dir.path} as a {task!r} run: it is a "
             f"{previous.get('task')!r} run. Received: task={task!r}"
         )
-    before = previous.get("arguments") or {}
+    before = dict(previous.get("arguments") or {})
     # Compare as config.json stores them (tuples as lists, other types as text).
     now = json.loads(json.dumps(dict(arguments), default=str))
+    # Runs from before data folders were recorded absolute hold them as given:
+    # a relative one counts from the working folder the run resumes in.
+    if isinstance(before.get("data_dir"), str):
+        before["data_dir"] = os.path.abspath(before["data_dir"])
     changed = [
         f"{key}: {before[key]!r} -> {now[key]!r}"
         for key in sorted(set(before) & set(now) - RESUMABLE_CHANGES)
