@@ -27,7 +27,6 @@ Usage::
     python benchmarks/quality.py mnist
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
     python benchmarks/quality.py orl --repeats 2 --facenet-recipe plain
-    python benchmarks/quality.py orl --repeats 2 --members 2
     python benchmarks/quality.py orl --validation --facenet-arg loss=lifted
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
@@ -49,6 +48,8 @@ import time
 
 import _machine
 import numpy as np
+
+from fsl.training import presets
 
 TARGETS = {
     "siamese_pair_accuracy": 0.98,
@@ -138,9 +139,8 @@ def _config(run: pathlib.Path) -> dict:
 
 def bench_orl(args, out: pathlib.Path) -> dict:
     from fsl.data.faces import identity_split, list_faces, load_images_numpy, select_identities
-    from fsl.evaluation import Eigenfaces, select_eigenfaces
+    from fsl.evaluation import Eigenfaces, evaluate_faces, select_eigenfaces
     from fsl.training import train_facenet
-    from fsl.training.facenet import evaluate_faces
 
     data = args.data or os.path.join(os.environ.get("FSL_DATA_DIR", ""), "orl_faces")
     if not os.path.isdir(data):
@@ -206,7 +206,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
                 "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
-                "standardize", "wccn", "members")},
+                "standardize", "wccn")},
             "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys if k in runs[0]},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
@@ -269,9 +269,9 @@ def bench_mtfl(args, out: pathlib.Path) -> dict:
 BENCHES = {"mnist": bench_mnist, "orl": bench_orl, "mtfl": bench_mtfl}
 
 #: The trainer's defaults before augmentation, p=30, precise BN, the pooled
-#: embedding, the depthwise (GDC) pooling, 96 x 96 inputs and the mirror average.
-_PLAIN = {"p": 10, "augment": 0.0, "epochs": 40, "embedding": "projection", "image_size": 64,
-          "precise_bn": False, "pooling": "avg", "test_time_flip": False, "wccn": None}
+#: embedding, the depthwise (GDC) pooling, 96 x 96 inputs, the mirror average
+#: and WCCN (``fsl.training.presets``).
+_PLAIN = presets.get("facenet", "plain")
 
 #: ``--facenet-recipe``: the trainer's defaults; the defaults with global
 #: average pooling (what the depthwise pooling adds); the defaults without
@@ -288,10 +288,8 @@ FACENET_RECIPES = {
 
 
 def _facenet_recipe(args) -> dict:
-    """``--facenet-recipe``'s arguments, with ``--members`` and ``--facenet-arg``."""
+    """``--facenet-recipe``'s arguments, with ``--facenet-arg``."""
     recipe = dict(FACENET_RECIPES[args.facenet_recipe])
-    if args.members is not None:
-        recipe["members"] = args.members
     recipe.update(args.facenet_arg or {})
     return recipe
 
@@ -345,9 +343,6 @@ def main(argv=None) -> int:
                         help="FaceNet runs per ORL split (other seeds, same people); default 1")
     parser.add_argument("--facenet-recipe", choices=sorted(FACENET_RECIPES), default="default",
                         help="train_facenet's defaults (default), or a plain recipe for comparison")
-    parser.add_argument("--members", type=_positive_int, default=None,
-                        help="networks per FaceNet run (train_facenet's members; default: "
-                        "the recipe's)")
     parser.add_argument("--facenet-arg", type=_facenet_arg, action=_MergeDicts, default=None,
                         metavar="KEY=VALUE",
                         help="a train_facenet argument (VALUE as JSON, else a string); "

@@ -38,7 +38,6 @@ import time
 
 import _machine
 
-
 # --------------------------------------------------------------------------
 # Keras worker (runs inside a subprocess with KERAS_BACKEND set)
 # --------------------------------------------------------------------------

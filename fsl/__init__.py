@@ -21,15 +21,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Eager: these register Keras serializables and are cheap to import.
-# (one line per module; keep this block sorted by dependency order)
-from fsl import distances  # noqa: E402,F401
-from fsl import mining  # noqa: E402,F401
-from fsl import losses  # noqa: E402,F401
-from fsl import layers  # noqa: E402,F401
-from fsl import models  # noqa: E402,F401
+from fsl import (  # noqa: E402
+    distances,
+    layers,
+    losses,
+    mining,
+    models,
+    preprocessing,
+)
 
 # Lazy: heavier modules (tf.data, sklearn, mtcnn) load on first use.
-_LAZY = ("data", "evaluation", "faces", "export", "training", "cli")
+_LAZY = ("data", "evaluation", "faces", "export", "runs", "training", "cli")
+
+__all__ = ["distances", "layers", "losses", "mining", "models", "preprocessing", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

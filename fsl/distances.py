@@ -28,12 +28,12 @@ All functions use ``keras.ops`` only and run on every Keras backend.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from keras import ops
 
 DistanceFn = Callable[..., object]
-Metric = Union[str, DistanceFn]
+Metric = str | DistanceFn
 
 # tf.math.l2_normalize's epsilon, so "angular" matches TensorFlow Addons.
 _L2_NORMALIZE_EPSILON = 1e-12

@@ -3,8 +3,8 @@
 An exported model takes **raw pixels** and needs neither ``fsl`` nor Keras to
 run: ``tf.saved_model.load(path)`` in a process that imports TensorFlow only
 (or TensorFlow Serving) is enough. The preprocessing (``fixed``,
-``prewhiten`` or ``unit``, see ``fsl.layers.Standardize``) and, optionally,
-resizing are part of the graph, so nobody has to remember the formula at
+``prewhiten`` or ``unit``) and, optionally, resizing are part of the graph,
+with ``fsl.preprocessing``'s formulas and resizing, so nobody has to remember the formula at
 serving time.
 
 Three kinds of export:
@@ -53,15 +53,16 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Optional, Union
+from typing import Any
 
 import keras
 
 from fsl import distances
+from fsl import preprocessing as preprocessing_lib
+from fsl._checks import PathLike, check_bool, check_choice
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 #: Preprocessing modes accepted by the exporters (``None``: none).
-PREPROCESSING_MODES = ("fixed", "prewhiten", "unit")
+PREPROCESSING_MODES = preprocessing_lib.STANDARDIZE_MODES
 
 #: The two serving signatures of every export, with their input dtype.
 SIGNATURE_DTYPES = {"serving_default": "float32", "serve_uint8": "uint8"}
@@ -94,19 +95,8 @@ def _require_tensorflow_backend(function: str):
     return tf
 
 
-def _check_preprocessing(preprocessing: Optional[str]) -> Optional[str]:
-    if preprocessing is not None and preprocessing not in PREPROCESSING_MODES:
-        raise ValueError(
-            f"preprocessing must be None or one of {list(PREPROCESSING_MODES)}. "
-            f"Received: preprocessing={preprocessing!r}"
-        )
-    return preprocessing
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool. Received: {name}={value!r}")
-    return value
+def _check_preprocessing(preprocessing: str | None) -> str | None:
+    return check_choice("preprocessing", preprocessing, (*PREPROCESSING_MODES, None))
 
 
 def _iter_layers(model: keras.layers.Layer):
@@ -115,7 +105,7 @@ def _iter_layers(model: keras.layers.Layer):
         yield from _iter_layers(layer)
 
 
-def _check_image_model(model: Any, preprocessing: Optional[str], argname: str = "model"):
+def _check_image_model(model: Any, preprocessing: str | None, argname: str = "model"):
     """Validate a Keras model with one ``[N, H, W, C]`` input; return (H, W, C)."""
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -157,7 +147,7 @@ def _prepare_export_dir(export_dir: PathLike, overwrite: bool) -> pathlib.Path:
         raise TypeError(
             f"export_dir must be a path. Received: export_dir={export_dir!r}"
         )
-    _check_bool("overwrite", overwrite)
+    check_bool("overwrite", overwrite)
     path = pathlib.Path(export_dir)
     if path.exists() and not path.is_dir():
         raise FileExistsError(
@@ -203,16 +193,15 @@ def _input_specs(tf, names, hwc, resize: bool):
 
 
 def _images_to_model_input(tf, images, hwc, resize, standardize, name):
-    """Check shape, cast to float32, resize, standardise: raw pixels -> model input."""
+    """Check shape, cast to float32, resize, standardise: raw pixels -> model input,
+    with ``fsl.preprocessing``'s resizing and formulas (the same as every other path)."""
     h, w, c = hwc
     expected = [None, None, None, c] if resize else [None, h, w, c]
     images = tf.ensure_shape(images, expected, name=f"check_{name}_shape")
     x = tf.cast(images, tf.float32)
     if resize:
-        x = tf.image.resize(x, (h, w), method="bilinear", antialias=True)
-    if standardize is not None:
-        x = standardize(x)
-    return x
+        x = preprocessing_lib.resize(x, (h, w))
+    return preprocessing_lib.standardize(x, standardize)
 
 
 def _model_fn(model):
@@ -222,16 +211,17 @@ def _model_fn(model):
     return call
 
 
-def _standardize_layer(preprocessing):
-    if preprocessing is None:
-        return None
-    from fsl.layers import Standardize
-
-    return Standardize(preprocessing, name=f"export_standardize_{preprocessing}")
+def _check_inputs(function: str, model, preprocessing, resize, argname: str = "model"):
+    """The checks every exporter starts with: the backend, the preprocessing,
+    an image model, ``resize``; returns ``(tf, preprocessing, (H, W, C), resize)``."""
+    tf = _require_tensorflow_backend(function)
+    preprocessing = _check_preprocessing(preprocessing)
+    hwc = _check_image_model(model, preprocessing, argname)
+    return tf, preprocessing, hwc, _check_resize(resize, hwc, argname)
 
 
 def _check_resize(resize: bool, hwc, argname: str = "model") -> bool:
-    _check_bool("resize", resize)
+    check_bool("resize", resize)
     if resize and (hwc[0] is None or hwc[1] is None):
         raise ValueError(
             f"resize=True needs a {argname} with a fixed input height and width. "
@@ -240,11 +230,11 @@ def _check_resize(resize: bool, hwc, argname: str = "model") -> bool:
     return resize
 
 
-def _check_cohort(cohort: Any, dim: Optional[int], normalize: bool):
+def _check_cohort(cohort: Any, dim: int | None, normalize: bool):
     """A ``[C >= 2, dim]`` finite float32 cohort, L2-normalised if ``normalize``."""
     import numpy as np
 
-    from fsl.evaluation.verification import _check_cohort as check
+    from fsl.evaluation.verification import check_cohort as check
 
     array, _ = check(cohort, None if dim is None else int(dim))
     if normalize:
@@ -261,11 +251,23 @@ def _cohort_statistics(tf, embeddings, cohort, metric: str):
     return mean, tf.maximum(std, 1e-12)
 
 
-def _add_info(archive, tf, info: dict):
+def _save(tf, model, endpoint, names, hwc, resize: bool, info: dict, path: pathlib.Path,
+          variables: dict | None = None) -> str:
+    """Write an export: ``endpoint`` under both serving signatures (inputs
+    ``names``), ``variables`` as named collections, and ``info`` (with the
+    input contract) as the ``fsl_export_info`` collection ``export_info`` reads."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for signature, specs in _input_specs(tf, names, hwc, resize).items():
+        archive.add_endpoint(signature, endpoint, input_signature=specs)
+    for name, variable in (variables or {}).items():
+        archive.add_variable_collection(name, [variable])
+    info = {**info, "resize": resize, "input_shape": list(hwc)}
     archive.add_variable_collection(
         "fsl_export_info",
         [tf.Variable(json.dumps(info, sort_keys=True), trainable=False, name="info")],
     )
+    return _write(archive, path)
 
 
 # === Exporters ===
@@ -274,7 +276,7 @@ def _add_info(archive, tf, info: dict):
 def export_embedding_model(
     model: keras.Model,
     export_dir: PathLike,
-    preprocessing: Optional[str] = "fixed",
+    preprocessing: str | None = "fixed",
     overwrite: bool = False,
     resize: bool = False,
 ) -> str:
@@ -332,35 +334,23 @@ def export_embedding_model(
     # -> TensorShape([4, 128])
     ```
     """
-    tf = _require_tensorflow_backend("export_embedding_model")
-    preprocessing = _check_preprocessing(preprocessing)
-    hwc = _check_image_model(model, preprocessing)
-    resize = _check_resize(resize, hwc)
+    tf, preprocessing, hwc, resize = _check_inputs(
+        "export_embedding_model", model, preprocessing, resize)
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise ValueError(
             "model must have one [N, D] output. Received: output shape(s) "
             f"{[tuple(o.shape) for o in model.outputs]}"
         )
     path = _prepare_export_dir(export_dir, overwrite)
-    standardize = _standardize_layer(preprocessing)
     call = _model_fn(model)
 
     def embed(images):
-        x = _images_to_model_input(tf, images, hwc, resize, standardize, "images")
+        x = _images_to_model_input(tf, images, hwc, resize, preprocessing, "images")
         embeddings = tf.cast(call(x), tf.float32)
         return {"embeddings": distances.l2_normalize(embeddings, axis=-1)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for signature, specs in _input_specs(tf, ["images"], hwc, resize).items():
-        archive.add_endpoint(signature, embed, input_signature=specs)
-    _add_info(
-        archive,
-        tf,
-        {"kind": "embedding", "preprocessing": preprocessing, "resize": resize,
-         "input_shape": list(hwc)},
-    )
-    return _write(archive, path)
+    return _save(tf, model, embed, ["images"], hwc, resize,
+                 {"kind": "embedding", "preprocessing": preprocessing}, path)
 
 
 def export_pair_verifier(
@@ -368,7 +358,7 @@ def export_pair_verifier(
     export_dir: PathLike,
     threshold: float,
     metric: str = "L2",
-    preprocessing: Optional[str] = "fixed",
+    preprocessing: str | None = "fixed",
     overwrite: bool = False,
     resize: bool = False,
     normalize: bool = True,
@@ -446,7 +436,7 @@ def export_pair_verifier(
         )
     metric = distances.canonical_name(metric)
     preprocessing = _check_preprocessing(preprocessing)
-    _check_bool("normalize", normalize)
+    check_bool("normalize", normalize)
     hwc = _check_image_model(embedding_model, preprocessing, "embedding_model")
     resize = _check_resize(resize, hwc, "embedding_model")
     if len(embedding_model.outputs) != 1 or len(embedding_model.outputs[0].shape) != 2:
@@ -457,7 +447,6 @@ def export_pair_verifier(
     if cohort is not None:
         cohort = _check_cohort(cohort, embedding_model.outputs[0].shape[-1], normalize)
     path = _prepare_export_dir(export_dir, overwrite)
-    standardize = _standardize_layer(preprocessing)
     call = _model_fn(embedding_model)
     paired = distances.get_paired(metric)
     threshold_variable = tf.Variable(
@@ -468,7 +457,7 @@ def export_pair_verifier(
     )
 
     def embed(images, name):
-        x = _images_to_model_input(tf, images, hwc, resize, standardize, name)
+        x = _images_to_model_input(tf, images, hwc, resize, preprocessing, name)
         embeddings = tf.cast(call(x), tf.float32)
         return distances.l2_normalize(embeddings, axis=-1) if normalize else embeddings
 
@@ -496,28 +485,21 @@ def export_pair_verifier(
             **outputs,
         }
 
-    archive = keras.export.ExportArchive()
-    archive.track(embedding_model)
-    for signature, specs in _input_specs(tf, ["image_a", "image_b"], hwc, resize).items():
-        archive.add_endpoint(signature, verify, input_signature=specs)
-    archive.add_variable_collection("threshold", [threshold_variable])
+    variables = {"threshold": threshold_variable}
     if cohort_variable is not None:
-        archive.add_variable_collection("cohort", [cohort_variable])
-    _add_info(
-        archive,
-        tf,
-        {"kind": "pair_verifier", "preprocessing": preprocessing, "resize": resize,
-         "input_shape": list(hwc), "metric": metric, "threshold": float(threshold),
-         "normalize": normalize, "score_norm": None if cohort is None else "s-norm",
-         "cohort_size": 0 if cohort is None else int(len(cohort))},
-    )
-    return _write(archive, path)
+        variables["cohort"] = cohort_variable
+    info = {"kind": "pair_verifier", "preprocessing": preprocessing, "metric": metric,
+            "threshold": float(threshold), "normalize": normalize,
+            "score_norm": None if cohort is None else "s-norm",
+            "cohort_size": 0 if cohort is None else int(len(cohort))}
+    return _save(tf, embedding_model, verify, ["image_a", "image_b"], hwc, resize, info, path,
+                 variables)
 
 
 def export_mtfl_model(
     model: keras.Model,
     export_dir: PathLike,
-    preprocessing: Optional[str] = "unit",
+    preprocessing: str | None = "unit",
     overwrite: bool = False,
     resize: bool = False,
 ) -> str:
@@ -570,10 +552,8 @@ def export_mtfl_model(
     # -> TensorShape([1, 5, 2])
     ```
     """
-    tf = _require_tensorflow_backend("export_mtfl_model")
-    preprocessing = _check_preprocessing(preprocessing)
-    hwc = _check_image_model(model, preprocessing)
-    resize = _check_resize(resize, hwc)
+    tf, preprocessing, hwc, resize = _check_inputs(
+        "export_mtfl_model", model, preprocessing, resize)
     output = model.output
     shapes = (
         {k: tuple(v.shape) for k, v in output.items()} if isinstance(output, dict) else None
@@ -585,11 +565,10 @@ def export_mtfl_model(
             f"output shapes {shapes if shapes is not None else model.output_shape}"
         )
     path = _prepare_export_dir(export_dir, overwrite)
-    standardize = _standardize_layer(preprocessing)
     call = _model_fn(model)
 
     def predict(images):
-        x = _images_to_model_input(tf, images, hwc, resize, standardize, "images")
+        x = _images_to_model_input(tf, images, hwc, resize, preprocessing, "images")
         out = {k: tf.cast(v, tf.float32) for k, v in call(x).items()}
         size = tf.cast(tf.shape(images)[1:3], tf.float32)  # (height, width)
         landmarks = tf.reshape(out["landmarks"], [-1, 2, 5])  # [N, (x, y), 5]
@@ -599,17 +578,8 @@ def export_mtfl_model(
             **{k: out[k] for k in ("gender", "smile", "glasses", "pose")},
         }
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for signature, specs in _input_specs(tf, ["images"], hwc, resize).items():
-        archive.add_endpoint(signature, predict, input_signature=specs)
-    _add_info(
-        archive,
-        tf,
-        {"kind": "mtfl", "preprocessing": preprocessing, "resize": resize,
-         "input_shape": list(hwc)},
-    )
-    return _write(archive, path)
+    return _save(tf, model, predict, ["images"], hwc, resize,
+                 {"kind": "mtfl", "preprocessing": preprocessing}, path)
 
 
 # === Loading ===

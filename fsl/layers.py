@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from fsl import distances
+from fsl.preprocessing import STANDARDIZE_MODES, standardize_tensor
 
 __all__ = [
     "L2Normalize",
@@ -300,7 +301,6 @@ class SiameseHead(keras.layers.Layer):
         return config
 
 
-_STANDARDIZE_MODES = ("fixed", "prewhiten", "unit")
 
 
 @keras.saving.register_keras_serializable(package="fsl")
@@ -310,8 +310,9 @@ class Standardize(keras.layers.Layer):
     Putting the preprocessing in the model means an exported model takes raw
     pixels (``0..255``, ``uint8`` or float) and nobody has to remember the
     formula at serving time. Integer inputs are cast to the layer's compute
-    dtype (``float32`` by default). Modes, as in David Sandberg's ``facenet``
-    (``facenet.py``):
+    dtype (``float32`` by default). The formulas are
+    ``fsl.preprocessing.standardize``'s, in ``keras.ops``; modes, as in David
+    Sandberg's ``facenet`` (``facenet.py``):
 
     * ``"fixed"``: ``(x - 127.5) / 128`` (``fixed_image_standardization``).
     * ``"prewhiten"``: per image, ``(x - mean) / max(std, 1 / sqrt(n))`` with
@@ -336,33 +337,20 @@ class Standardize(keras.layers.Layer):
 
     def __init__(self, mode: str = "fixed", **kwargs):
         super().__init__(**kwargs)
-        if mode not in _STANDARDIZE_MODES:
+        if mode not in STANDARDIZE_MODES:
             raise ValueError(
-                f"mode must be one of {list(_STANDARDIZE_MODES)}. Received: mode={mode!r}"
+                f"mode must be one of {list(STANDARDIZE_MODES)}. Received: mode={mode!r}"
             )
         self.mode = mode
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "fixed":
-            return (x - 127.5) / 128.0
-        if self.mode == "unit":
-            return x / 255.0
-        axes = tuple(range(1, len(x.shape)))
-        if not axes:
+        if self.mode == "prewhiten" and len(x.shape) < 2:
             raise ValueError(
                 "Standardize(mode='prewhiten') needs a batch of images with rank "
                 f">= 2. Received: input of shape {x.shape}"
             )
-        n = 1
-        for dim in x.shape[1:]:
-            n = None if (n is None or dim is None) else n * dim
-        if n is None:
-            n = ops.cast(ops.prod(ops.shape(x)[1:]), x.dtype)
-        mean = ops.mean(x, axis=axes, keepdims=True)
-        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=axes, keepdims=True))
-        std_adj = ops.maximum(std, 1.0 / ops.sqrt(ops.cast(n, x.dtype)))
-        return (x - mean) / std_adj
+        return standardize_tensor(x, self.mode)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

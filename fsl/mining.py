@@ -26,6 +26,8 @@ easily in memory.
 
 from __future__ import annotations
 
+import warnings
+
 from keras import ops
 
 from fsl import distances as distances_lib
@@ -40,11 +42,16 @@ __all__ = [
     "searchsorted_rows",
     "semihard_negative",
     "batch_all_hinge",
-    "pairwise_distances",
+    "flat_labels",
 ]
 
 
-def _flat_labels(labels):
+def flat_labels(labels):
+    """Labels ``[B]`` or ``[B, 1]`` as a ``[B]`` tensor.
+
+    Raises:
+        ValueError: for any other shape, naming it.
+    """
     labels = ops.convert_to_tensor(labels)
     rank = len(labels.shape)
     if rank == 2 and labels.shape[1] not in (None, 1):
@@ -83,7 +90,7 @@ def build_masks(labels):
     >>> np.asarray(neg).astype(int).tolist()
     [[0, 0, 1], [0, 0, 1], [1, 1, 0]]
     """
-    labels = _flat_labels(labels)
+    labels = flat_labels(labels)
     same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
     n = ops.shape(labels)[0]
     not_diagonal = ops.logical_not(ops.cast(ops.eye(n), "bool"))
@@ -311,6 +318,13 @@ def batch_all_hinge(distances, positive_mask, negative_mask, margin: float):
 
 
 def pairwise_distances(embeddings, metric: distances_lib.Metric = "L2"):
-    """``fsl.distances.get(metric)(embeddings)``: re-exported for mining users."""
-    return distances_lib.get(metric)(embeddings)
+    """Deprecated alias of ``fsl.distances.pairwise_distances``.
+
+    Kept for one release; it warns with a ``DeprecationWarning``.
+    """
+    warnings.warn(
+        "fsl.mining.pairwise_distances is deprecated; use "
+        "fsl.distances.pairwise_distances", DeprecationWarning, stacklevel=2,
+    )
+    return distances_lib.pairwise_distances(embeddings, metric)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared (golden values, ORL faces), seeds, backend.
+"""Shared fixtures: golden values, the ORL faces, seeds, backend.
 
 * ``shared_dir``: ``$FSL_SHARED_DIR`` or ``<repo>/../shared``.
 * ``orl_dir``: ``$FSL_DATA_DIR/orl_faces`` or ``<shared>/data/orl_faces``. Tests
@@ -31,10 +31,7 @@ def require_path(path: pathlib.Path, what: str) -> pathlib.Path:
     """Return ``path`` if it exists; else skip (locally) or fail (CI=true)."""
     if path.exists():
         return path
-    message = (
-        f"{what} not found at {path}; set FSL_DATA_DIR / FSL_SHARED_DIR to run "
-        "this test"
-    )
+    message = f"{what} not found at {path}; needed by this test"
     if IN_CI:
         pytest.fail(f"{message} (CI=true: this test must run in CI)")
     pytest.skip(message)
@@ -46,9 +43,9 @@ def shared_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def golden(shared_dir):
-    path = require_path(shared_dir / "golden" / "tfa_losses.npz", "golden TFA losses")
-    with np.load(path) as data:
+def golden():
+    """TFA 0.23's loss values (``tests/fixtures/make_tfa_losses.py`` made them)."""
+    with np.load(REPO / "tests" / "fixtures" / "tfa_losses.npz") as data:
         return {k: data[k] for k in data.files}
 
 
@@ -58,7 +55,9 @@ def orl_dir() -> pathlib.Path:
         path = pathlib.Path(os.environ["FSL_DATA_DIR"]) / "orl_faces"
     else:
         path = _shared_dir() / "data" / "orl_faces"
-    return require_path(path, "the ORL faces")
+    return require_path(path, "the ORL faces (the AT&T 'Database of Faces': folders s1..s40 "
+                        "of 10 PGM photos each; unpack them into <DIR>/orl_faces and set "
+                        "FSL_DATA_DIR=<DIR>)")
 
 
 @pytest.fixture(autouse=True)

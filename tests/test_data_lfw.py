@@ -6,9 +6,8 @@ offline and importing tensorflow-datasets alone costs several seconds.
 
 from __future__ import annotations
 
-import pathlib
-
 import logging
+import pathlib
 
 import numpy as np
 import pytest

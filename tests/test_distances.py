@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_all_finite, value_and_grad
 from keras import ops
 
 from fsl import distances
-from helpers import assert_all_finite, value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

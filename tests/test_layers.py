@@ -8,10 +8,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import assert_all_finite, value_and_grad
 from keras import ops
 
 from fsl import layers
-from helpers import assert_all_finite, value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

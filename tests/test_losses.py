@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import assert_all_finite, value_and_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
 
-from fsl import losses
-from helpers import assert_all_finite, value_and_grad
+from fsl import distances, losses
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -189,7 +189,7 @@ def test_callable_metric_equals_named_metric():
     labels, x = _batch(5)
 
     def my_l2(e):
-        return losses.distances_lib.pairwise_euclidean(e)
+        return distances.pairwise_euclidean(e)
 
     for fn in ("semihard", "hard", "batchall"):
         assert _f(BATCH_FNS[fn](labels, x, 1.0, my_l2)) == pytest.approx(
@@ -366,7 +366,7 @@ def test_config_round_trip(index):
 
 @keras.saving.register_keras_serializable(package="fsl_tests")
 def _registered_l2(embeddings):
-    return losses.distances_lib.pairwise_euclidean(embeddings)
+    return distances.pairwise_euclidean(embeddings)
 
 
 def test_registered_callable_metric_round_trips():
@@ -454,3 +454,43 @@ def test_wrong_y_pred_rank_is_rejected():
         losses.TripletLoss()(np.zeros(4), np.zeros((4, 2, 3), "float32"))
     with pytest.raises(ValueError, match=r"y_pred.shape=\(4, 3\)"):
         losses.PairContrastiveLoss()(np.zeros(4), np.zeros((4, 3), "float32"))
+
+
+# === losses.get and the MetricLoss base ===
+
+
+@pytest.mark.parametrize("alias", sorted(losses.ALIASES))
+def test_get_resolves_alias_class_name_and_default_name(alias):
+    cls = losses.ALIASES[alias]
+    assert type(losses.get(alias)) is cls
+    assert type(losses.get(cls.__name__)) is cls
+    assert type(losses.get(cls().name)) is cls
+    # A serialized loss comes back equal; an instance is returned as is.
+    loss = cls()
+    again = losses.get(keras.saving.serialize_keras_object(loss))
+    assert type(again) is cls and again.get_config() == loss.get_config()
+    assert losses.get(loss) is loss
+
+
+def test_get_passes_options_and_validates_them():
+    loss = losses.get("hard", margin=0.3, soft=True, distance_metric="angular")
+    assert (loss.margin, loss.soft, loss.distance_metric) == (0.3, True, "angular")
+    with pytest.raises(ValueError, match="margin=-1"):
+        losses.get("semihard", margin=-1)
+    with pytest.raises(ValueError, match="identifier='nope'"):
+        losses.get("nope")
+    with pytest.raises(ValueError, match="options"):
+        losses.get(losses.CircleLoss(), gamma=2.0)
+
+
+def test_metric_loss_base_calls_its_function_with_its_options():
+    # A loss class is only its function and options: call and get_config come
+    # from MetricLoss, and the call equals the pure function.
+    labels, x = _batch(5)
+    loss = losses.MultiSimilarityLoss(alpha=3.0, beta=20.0, epsilon=0.2, lmda=0.4)
+    expected = losses.multi_similarity_loss(labels, x, 3.0, 20.0, 0.2, 0.4, 1.0, "angular")
+    assert _f(loss(labels, x)) == pytest.approx(_f(expected), rel=1e-6)
+    config = loss.get_config()
+    assert {k: config[k] for k in ("alpha", "beta", "epsilon", "lmda", "center")} == {
+        "alpha": 3.0, "beta": 20.0, "epsilon": 0.2, "lmda": 0.4, "center": 1.0}
+    assert isinstance(loss, losses.MetricLoss)

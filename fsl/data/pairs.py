@@ -27,9 +27,10 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Optional
 
 import numpy as np
+
+from fsl._checks import check_fraction, check_positive_int, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +54,6 @@ def _check_xy(x, y) -> tuple[np.ndarray, np.ndarray]:
             f"classes). Received: {n_classes} class(es) in y of length {len(y)}"
         )
     return x, y
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0. Received: seed={seed!r}")
-    return int(seed)
-
-
-def _check_fraction(positive_fraction) -> float:
-    if not (0.0 <= float(positive_fraction) <= 1.0):
-        raise ValueError(
-            "positive_fraction must be in [0, 1]. "
-            f"Received: positive_fraction={positive_fraction!r}"
-        )
-    return float(positive_fraction)
 
 
 # === Index drawing (numpy) ===
@@ -127,8 +107,8 @@ def sample_pair_indices(
     seed: int = 0,
     positive_fraction: float = 0.5,
     *,
-    batch_size: Optional[int] = None,
-    rng: Optional[np.random.Generator] = None,
+    batch_size: int | None = None,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``num_pairs`` training pairs as index arrays (``same = 1`` = same class).
 
@@ -160,10 +140,10 @@ def sample_pair_indices(
             examples.
     """
     _, y = _check_xy(None, y)
-    num_pairs = _check_positive_int("num_pairs", num_pairs)
-    positive_fraction = _check_fraction(positive_fraction)
+    num_pairs = check_positive_int("num_pairs", num_pairs)
+    positive_fraction = check_fraction("positive_fraction", positive_fraction)
     if rng is None:
-        rng = np.random.default_rng(_check_seed(seed))
+        rng = np.random.default_rng(check_seed(seed))
     index = _ClassIndex(y)
 
     same = _balanced_labels(num_pairs, positive_fraction)
@@ -184,7 +164,7 @@ def sample_pair_indices(
     partners[~is_pos] = index.negatives(anchors[~is_pos], rng)
 
     if batch_size is not None:
-        chunk = np.arange(num_pairs) // _check_positive_int("batch_size", batch_size)
+        chunk = np.arange(num_pairs) // check_positive_int("batch_size", batch_size)
         perm = np.lexsort((rng.random(num_pairs), chunk))
         anchors, partners, same = anchors[perm], partners[perm], same[perm]
     return anchors, partners, same
@@ -208,7 +188,7 @@ def eval_pair_indices(y, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndar
             (it has no positive partner), naming the class.
     """
     _, y = _check_xy(None, y)
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed))
     index = _ClassIndex(y)
     single = index.classes[index.counts < 2]
     if len(single):
@@ -263,7 +243,7 @@ def pair_dataset(
     y,
     batch_size: int = 128,
     seed: int = 0,
-    pairs_per_epoch: Optional[int] = None,
+    pairs_per_epoch: int | None = None,
     positive_fraction: float = 0.5,
 ):
     """A ``tf.data`` pipeline of siamese pairs, re-drawn every epoch.
@@ -312,12 +292,12 @@ def pair_dataset(
     import tensorflow as tf
 
     x, y = _check_xy(x, y)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    seed = _check_seed(seed)
+    batch_size = check_positive_int("batch_size", batch_size)
+    seed = check_seed(seed)
     if pairs_per_epoch is None:
         pairs_per_epoch = len(y)
-    pairs_per_epoch = _check_positive_int("pairs_per_epoch", pairs_per_epoch)
-    positive_fraction = _check_fraction(positive_fraction)
+    pairs_per_epoch = check_positive_int("pairs_per_epoch", pairs_per_epoch)
+    positive_fraction = check_fraction("positive_fraction", positive_fraction)
     index = _ClassIndex(y)
     if positive_fraction > 0 and len(index.eligible) == 0:
         raise ValueError(

@@ -42,26 +42,16 @@ import itertools
 import logging
 import math
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from fsl._checks import check_int
 
 logger = logging.getLogger(__name__)
 
 
 # === Validation ===
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _identities(labels, p: int, k: int, min_per_identity: int) -> list[np.ndarray]:
@@ -71,9 +61,9 @@ def _identities(labels, p: int, k: int, min_per_identity: int) -> list[np.ndarra
         raise ValueError(
             f"labels must be a 1-D array. Received: labels.shape={labels.shape}"
         )
-    p = _check_int("p", p, 1)
-    k = _check_int("k", k, 1)
-    min_per_identity = _check_int("min_per_identity", min_per_identity, 1)
+    p = check_int("p", p, 1)
+    k = check_int("k", k, 1)
+    min_per_identity = check_int("min_per_identity", min_per_identity, 1)
     classes, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
@@ -178,8 +168,8 @@ def pk_epoch_indices(
     (2, 6)
     """
     kept = _identities(labels, p, k, min_per_identity)
-    seed = _check_int("seed", seed, 0)
-    epoch = _check_int("epoch", epoch, 0)
+    seed = check_int("seed", seed, 0)
+    epoch = check_int("epoch", epoch, 0)
     return _plan(kept, int(p), int(k), np.random.default_rng([seed, epoch]))
 
 
@@ -211,7 +201,7 @@ def pk_batches(labels, p: int, k: int, seed: int = 0, min_per_identity: int = 2)
     import tensorflow as tf
 
     kept = _identities(labels, p, k, min_per_identity)
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     p, k = int(p), int(k)
     epochs = itertools.count()
 
@@ -280,7 +270,7 @@ def pk_file_dataset(
     load_fn: Callable,
     seed: int = 0,
     min_per_identity: int = 2,
-    num_parallel_calls: Optional[int] = None,
+    num_parallel_calls: int | None = None,
 ):
     """P x K batches ``(images [P*K, ...], labels [P*K])`` from files.
 

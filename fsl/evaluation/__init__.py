@@ -8,12 +8,31 @@ Conventions (shared by every module):
 * ``same`` labels are ``1`` for a pair of the same identity, ``0`` otherwise.
 * A pair is predicted "same" when ``distance <= threshold``.
 
-The code is plain numpy / scipy / scikit-learn and runs whatever the Keras
-backend is.
+The metrics are plain numpy / scipy / scikit-learn and run whatever the
+Keras backend is. ``protocols`` holds the measurement protocols that run a
+model on data (``evaluate_faces``, ``evaluate_embeddings``,
+``evaluate_mtfl``), used by the trainers, ``fsl evaluate`` and the
+benchmarks alike.
 """
 
 from __future__ import annotations
 
+from fsl.evaluation.baselines import Eigenfaces, select_eigenfaces
+from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
+from fsl.evaluation.landmarks import (
+    attribute_accuracy,
+    failure_rate,
+    landmark_report,
+    normalized_mean_error,
+)
+from fsl.evaluation.protocols import (
+    evaluate_embeddings,
+    evaluate_faces,
+    evaluate_mtfl,
+    verification_pairs,
+)
+from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
+from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 from fsl.evaluation.verification import (
     accuracy_at_threshold,
     auc,
@@ -27,19 +46,13 @@ from fsl.evaluation.verification import (
     s_norm_distances,
     val_far,
 )
-from fsl.evaluation.baselines import Eigenfaces, select_eigenfaces
-from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
-from fsl.evaluation.landmarks import (
-    attribute_accuracy,
-    failure_rate,
-    landmark_report,
-    normalized_mean_error,
-)
-from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
-from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 from fsl.evaluation.whitening import within_class_whitening
 
 __all__ = [
+    "evaluate_embeddings",
+    "evaluate_faces",
+    "evaluate_mtfl",
+    "verification_pairs",
     "Eigenfaces",
     "Gallery",
     "accuracy_at_threshold",

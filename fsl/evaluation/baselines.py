@@ -12,7 +12,7 @@ Plain numpy: with fewer images than pixels, the eigenvectors of the small
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class Eigenfaces:
         return {"n_components": self.n_components, "whiten": self.whiten,
                 "normalize": self.normalize}
 
-    def fit(self, images) -> "Eigenfaces":
+    def fit(self, images) -> Eigenfaces:
         """Compute the mean face and the eigenfaces.
 
         Args:

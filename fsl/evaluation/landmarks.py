@@ -17,7 +17,7 @@ distance, and failure rate = fraction of images with mean error > 10%.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -14,7 +14,7 @@ when its nearest distance is ``<= threshold``. Plain numpy.
 
 from __future__ import annotations
 
-from typing import Hashable, Optional
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from fsl.evaluation._validation import (
     l2_normalize,
     metric_name,
 )
+from fsl.evaluation.verification import check_threshold
 
 MODES = ("mean", "all")
 
@@ -39,19 +40,6 @@ def _as_names(names, n: int, what: str) -> list:
             f"Received: {len(names)} names for {n} embeddings"
         )
     return names
-
-
-def _check_threshold(threshold) -> Optional[float]:
-    if threshold is None:
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"threshold must be a number or None. Received: "
-                         f"threshold={threshold!r}") from error
-    if np.isnan(value):
-        raise ValueError(f"threshold must not be NaN. Received: threshold={threshold!r}")
-    return value
 
 
 class Gallery:
@@ -78,7 +66,7 @@ class Gallery:
     """
 
     def __init__(self, metric: str = "L2", mode: str = "mean", cohort=None,
-                 top_k: Optional[int] = None):
+                 top_k: int | None = None):
         self.metric = metric_name(metric)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}. Received: mode={mode!r}")
@@ -86,9 +74,9 @@ class Gallery:
         if cohort is None and top_k is not None:
             raise ValueError(f"top_k needs a cohort. Received: cohort=None, top_k={top_k!r}")
         if cohort is not None:
-            from fsl.evaluation.verification import _check_cohort
+            from fsl.evaluation.verification import check_cohort
 
-            cohort, top_k = _check_cohort(cohort, top_k=top_k)
+            cohort, top_k = check_cohort(cohort, top_k=top_k)
         self.cohort = cohort
         self.top_k = top_k
         self._embeddings: list[np.ndarray] = []
@@ -96,7 +84,7 @@ class Gallery:
 
     # === Enrolment ===
 
-    def enroll(self, embeddings, names) -> "Gallery":
+    def enroll(self, embeddings, names) -> Gallery:
         """Add embeddings of one or several people.
 
         Args:
@@ -176,7 +164,7 @@ class Gallery:
         best = np.argmin(distances, axis=1)
         return [names[i] for i in best], distances[np.arange(len(query)), best]
 
-    def identify(self, query_embeddings, threshold: Optional[float] = None
+    def identify(self, query_embeddings, threshold: float | None = None
                  ) -> tuple[list, np.ndarray]:
         """Name each query, or answer ``None`` (unknown) when nobody is close.
 
@@ -190,7 +178,7 @@ class Gallery:
             ``(names, distances)``: a list of ``N`` names (``None`` for
             unknown) and the ``[N]`` distances to the nearest enrolled person.
         """
-        threshold = _check_threshold(threshold)
+        threshold = check_threshold(threshold, allow_none=True)
         names, distances = self.nearest(query_embeddings)
         if threshold is not None:
             names = [n if d <= threshold else None for n, d in zip(names, distances)]
@@ -215,12 +203,12 @@ def _outcomes(gallery: Gallery, query_emb, query_names):
     return distances, known, right
 
 
-def _rate(count, total) -> Optional[float]:
+def _rate(count, total) -> float | None:
     return None if total == 0 else float(count / total)
 
 
 def evaluate_open_set(gallery: Gallery, query_emb, query_names,
-                      threshold: Optional[float]) -> dict:
+                      threshold: float | None) -> dict:
     """Score open-set identification on queries of known and unknown people.
 
     A query whose name is enrolled in ``gallery`` is "known" and answered
@@ -256,7 +244,7 @@ def evaluate_open_set(gallery: Gallery, query_emb, query_names,
     >>> out["accuracy"], out["false_accept_rate"]
     (1.0, 0.0)
     """
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold, allow_none=True)
     distances, known, right = _outcomes(gallery, query_emb, query_names)
     accepted = np.ones_like(known) if threshold is None else distances <= threshold
     n_known, n_unknown = int(known.sum()), int((~known).sum())
@@ -274,7 +262,7 @@ def evaluate_open_set(gallery: Gallery, query_emb, query_names,
 
 
 def choose_threshold(gallery: Gallery, val_emb, val_names,
-                     far_target: Optional[float] = None) -> float:
+                     far_target: float | None = None) -> float:
     """Pick the acceptance threshold on a validation set.
 
     Args:

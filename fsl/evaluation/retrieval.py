@@ -22,7 +22,7 @@ Check" (MAP@R, Section 3.2).
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

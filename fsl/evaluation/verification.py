@@ -75,7 +75,7 @@ def pair_distances(emb1, emb2, metric: str = "L2") -> np.ndarray:
     return squared if metric == "squared-L2" else np.sqrt(squared)
 
 
-def _check_cohort(cohort, dim: int | None = None, top_k=None) -> tuple[np.ndarray, int | None]:
+def check_cohort(cohort, dim: int | None = None, top_k=None) -> tuple[np.ndarray, int | None]:
     """Validated ``[C, D]`` cohort (``D == dim`` unless ``dim`` is None) and ``top_k``."""
     cohort = as_embeddings(cohort, "cohort")
     if dim is not None and cohort.shape[1] != dim:
@@ -142,7 +142,7 @@ def cohort_statistics(
     """
     metric = metric_name(metric)
     embeddings = as_embeddings(embeddings, "embeddings")
-    cohort, top_k = _check_cohort(cohort, embeddings.shape[1], top_k)
+    cohort, top_k = check_cohort(cohort, embeddings.shape[1], top_k)
     if (labels is None) != (cohort_labels is None):
         raise ValueError(
             "labels and cohort_labels go together. Received: "
@@ -378,17 +378,19 @@ def accuracy_at_threshold(distances, same, threshold: float) -> float:
     1.0
     """
     distances, same = as_distances_and_labels(distances, same)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     return float(np.mean((distances <= threshold) == (same == 1)))
 
 
-def _check_threshold(threshold) -> float:
+def check_threshold(threshold, allow_none: bool = False) -> float | None:
+    """A distance threshold: a number (any float but NaN), or ``None`` if allowed."""
+    if threshold is None and allow_none:
+        return None
     try:
         value = float(threshold)
     except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"threshold must be a number. Received: threshold={threshold!r}"
-        ) from error
+        kind = "a number or None" if allow_none else "a number"
+        raise ValueError(f"threshold must be {kind}. Received: threshold={threshold!r}") from error
     if np.isnan(value):
         raise ValueError(f"threshold must not be NaN. Received: threshold={threshold!r}")
     return value

@@ -26,7 +26,8 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ REFERENCE_5POINTS = np.array(
 )
 REFERENCE_5POINTS.setflags(write=False)
 
-Size = Union[int, Sequence[int]]
+Size = int | Sequence[int]
 
 
 def _parse_size(size: Size, name: str = "size") -> tuple[int, int]:
@@ -216,7 +217,7 @@ def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    if dtype == bool:
+    if np.issubdtype(dtype, np.bool_):
         return values >= 0.5
     return values.astype(dtype)
 

@@ -24,7 +24,7 @@ import logging
 import os
 import pathlib
 import threading
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
-ImageLike = Union[np.ndarray, str, os.PathLike]
+ImageLike = np.ndarray | str | os.PathLike
 
 _DETECTOR = None
 _DETECTOR_LOCK = threading.Lock()
@@ -293,7 +293,7 @@ def detect(
     return faces
 
 
-def largest_face(image: Any, min_confidence: float = 0.9, detector: Any = None, **kwargs) -> Optional[Face]:
+def largest_face(image: Any, min_confidence: float = 0.9, detector: Any = None, **kwargs) -> Face | None:
     """The face with the largest box, or ``None`` when there is none.
 
     Args:

@@ -34,22 +34,23 @@ import dataclasses
 import logging
 import os
 import pathlib
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from fsl._checks import PathLike
 from fsl.faces.align import align_face, crop_face
 from fsl.faces.detect import Face, detect, load_image
+from fsl.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp")
 #: ``align`` values of ``FacePipeline`` (and ``--align`` of the face commands).
 ALIGN_MODES = ("template", "crop", "none")
 #: ``method`` values of ``FacePipeline.cluster`` (and ``fsl cluster --method``).
 CLUSTER_METHODS = ("agglomerative", "kmeans")
-_PREPROCESSING = ("fixed", "prewhiten", "unit", None)
 
 
 class NoFaceError(ValueError):
@@ -72,7 +73,7 @@ class Verification:
 class Identification:
     """Result of ``FacePipeline.identify``: ``name`` is ``None`` for unknown."""
 
-    name: Optional[str]
+    name: str | None
     distance: float
     threshold: float
     nearest: str
@@ -102,20 +103,6 @@ def list_images(directory: PathLike, recursive: bool = True) -> list[pathlib.Pat
     return paths
 
 
-def _standardize(images: np.ndarray, mode: Optional[str]) -> np.ndarray:
-    if mode is None:
-        return images
-    if mode == "fixed":
-        return (images - 127.5) / 128.0
-    if mode == "unit":
-        return images / 255.0
-    # prewhiten, per image (facenet.prewhiten)
-    flat = images.reshape(len(images), -1)
-    mean = flat.mean(axis=1)
-    std = np.maximum(flat.std(axis=1), 1.0 / np.sqrt(flat.shape[1]))
-    return (images - mean[:, None, None, None]) / std[:, None, None, None]
-
-
 class FacePipeline:
     """Detect, align and embed faces; verify, identify and cluster them.
 
@@ -125,11 +112,14 @@ class FacePipeline:
             pixels ``[N, H, W, C]`` (float32, 0..255) to embeddings ``[N, D]``.
         image_size: ``(height, width)`` (or one int) the embedder expects.
         channels: 1 (grey) or 3 (RGB) channels the embedder expects.
-        preprocessing: standardisation applied in numpy before a bare Keras
-            model: ``"fixed"`` (FaceNet's ``(x - 127.5) / 128``),
-            ``"prewhiten"``, ``"unit"`` (``x / 255``) or ``None`` (the model
-            standardises itself, as exported models and models with a
-            ``Standardize`` layer do).
+        preprocessing: standardisation applied before a bare Keras model:
+            ``"fixed"`` (FaceNet's ``(x - 127.5) / 128``), ``"prewhiten"``,
+            ``"unit"`` (``x / 255``) or ``None`` (the model standardises
+            itself, as exported models and models with a ``Standardize``
+            layer do); or a whole ``fsl.preprocessing.Preprocessing`` (then
+            ``image_size`` and ``channels`` are its own). Crops reach the
+            model through ``fsl.preprocessing`` (channels, resizing,
+            standardisation), as in training and export.
         align: ``"template"`` (similarity transform onto the 5-point
             template), ``"crop"`` (FaceNet's box plus margin) or ``"none"``.
         margin: margin in pixels for ``align="crop"``.
@@ -155,37 +145,34 @@ class FacePipeline:
     def __init__(
         self,
         embedder: Any,
-        image_size: Union[int, Sequence[int]] = 96,
+        image_size: int | Sequence[int] = 96,
         channels: int = 1,
-        preprocessing: Optional[str] = None,
+        preprocessing: str | None = None,
         align: str = "template",
         margin: float = 32,
         detect_faces: bool = True,
         threshold: float = 1.0,
         metric: str = "L2",
         min_confidence: float = 0.9,
-        cohort: Optional[np.ndarray] = None,
+        cohort: np.ndarray | None = None,
     ):
-        if isinstance(image_size, (int, np.integer)):
-            image_size = (int(image_size), int(image_size))
-        image_size = tuple(int(s) for s in image_size)
-        if len(image_size) != 2 or min(image_size) < 8:
-            raise ValueError(
-                f"image_size must be (height, width) >= 8. Received: image_size={image_size}"
-            )
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
-        if preprocessing not in _PREPROCESSING:
-            raise ValueError(
-                f"preprocessing must be one of {_PREPROCESSING}. "
-                f"Received: preprocessing={preprocessing!r}"
-            )
+        if isinstance(preprocessing, Preprocessing):
+            prep = preprocessing
+        else:
+            if isinstance(image_size, (int, np.integer)):
+                image_size = (int(image_size), int(image_size))
+            image_size = tuple(int(s) for s in image_size)
+            if len(image_size) != 2 or min(image_size) < 8:
+                raise ValueError(
+                    f"image_size must be (height, width) >= 8. Received: image_size={image_size}"
+                )
+            prep = Preprocessing(image_size, channels, preprocessing)
         if align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}. Received: align={align!r}")
         if cohort is not None:
-            from fsl.evaluation.verification import _check_cohort
+            from fsl.evaluation.verification import check_cohort
 
-            cohort, _ = _check_cohort(cohort)
+            cohort, _ = check_cohort(cohort)
         if not np.isfinite(threshold) or (threshold < 0 and cohort is None):
             raise ValueError(
                 "threshold must be a finite number (>= 0 for raw distances, without a "
@@ -195,9 +182,10 @@ class FacePipeline:
 
         pair_distances(np.zeros((1, 2)), np.zeros((1, 2)), metric)  # validates the metric
         self.embedder = embedder
-        self.image_size = image_size
-        self.channels = channels
-        self.preprocessing = preprocessing
+        self.prep = prep
+        self.image_size = prep.image_size
+        self.channels = prep.channels
+        self.preprocessing = prep.standardize
         self.align = align
         self.margin = float(margin)
         self.detect_faces = bool(detect_faces)
@@ -211,8 +199,8 @@ class FacePipeline:
 
     @classmethod
     def from_run(
-        cls, run_dir: PathLike, score_norm: Optional[str] = None, **overrides: Any
-    ) -> "FacePipeline":
+        cls, run_dir: PathLike, score_norm: str | None = None, **overrides: Any
+    ) -> FacePipeline:
         """Build a pipeline from a run folder written by ``fsl train facenet``.
 
         Loads the run's embedding model, and takes from ``config.json`` its
@@ -229,7 +217,7 @@ class FacePipeline:
                 ``s_norm_threshold``. Both thresholds are chosen on training
                 pairs; the run's ``accuracy_at_threshold`` and
                 ``s_norm_accuracy_at_threshold`` say how each did on the
-                unseen people (on ORL the S-norm one did worse: README).
+                unseen people.
             **overrides: ``FacePipeline`` arguments.
 
         Raises:
@@ -245,21 +233,23 @@ class FacePipeline:
         import keras
 
         import fsl  # noqa: F401  (registers fsl's layers for load_model)
-        from fsl.training._runs import open_run
+        from fsl.runs import open_run
 
         run = open_run(run_dir)
         path = run.embedding_path if run.embedding_path.is_file() else run.model_path
         if not path.is_file():
             raise FileNotFoundError(f"{str(run.path)!r} has no model ({run.embedding_path.name})")
-        prep = run.read_config().get("preprocessing")
-        if not prep:
-            raise ValueError(f"{str(run.config_path)!r} records no preprocessing")
         metrics = run.read_metrics() if run.metrics_path.is_file() else {}
-        kwargs: dict[str, Any] = {
-            "image_size": tuple(prep["image_size"]),
-            "channels": int(prep["channels"]),
-            "preprocessing": prep.get("standardize"),
-        }
+        prep = run.preprocessing()
+        for key in ("image_size", "channels"):
+            if key in overrides:
+                value = overrides.pop(key)
+                if key == "image_size" and isinstance(value, (int, np.integer)):
+                    value = (int(value), int(value))
+                prep = dataclasses.replace(prep, **{key: value})
+        if "preprocessing" in overrides and not isinstance(overrides["preprocessing"], Preprocessing):
+            prep = dataclasses.replace(prep, standardize=overrides.pop("preprocessing"))
+        kwargs: dict[str, Any] = {"preprocessing": prep}
         if "metric" in metrics:
             kwargs["metric"] = metrics["metric"]
         if "threshold" in metrics:
@@ -274,7 +264,7 @@ class FacePipeline:
         return cls(keras.saving.load_model(path), **kwargs)
 
     @classmethod
-    def from_saved_model(cls, export_dir: PathLike, **kwargs: Any) -> "FacePipeline":
+    def from_saved_model(cls, export_dir: PathLike, **kwargs: Any) -> FacePipeline:
         """Build a pipeline on an embedding SavedModel written by ``fsl.export``.
 
         The export takes raw pixels and standardises inside, so
@@ -314,33 +304,7 @@ class FacePipeline:
 
     # === Steps ===
 
-    def _to_channels(self, image: np.ndarray) -> np.ndarray:
-        if image.ndim == 2:
-            image = image[..., None]
-        if self.channels == 1 and image.shape[-1] == 3:
-            weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            image = (image.astype(np.float32) @ weights)[..., None]
-        elif self.channels == 3 and image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        return image.astype(np.float32)
-
-    def _resize(self, image: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
-        height, width = self.image_size
-        if image.shape[:2] == (height, width):
-            return image
-        channels = [
-            np.asarray(
-                Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-                    (width, height), Image.BILINEAR
-                )
-            )
-            for c in range(image.shape[-1])
-        ]
-        return np.stack(channels, axis=-1)
-
-    def faces(self, image: Any) -> list[tuple[Optional[Face], np.ndarray]]:
+    def faces(self, image: Any) -> list[tuple[Face | None, np.ndarray]]:
         """Every face of a photo as ``(Face or None, crop [H, W, C] float32 0..255)``.
 
         Largest face first. With ``detect_faces=False`` the photo itself is
@@ -348,7 +312,7 @@ class FacePipeline:
         """
         pixels = load_image(image)
         if not self.detect_faces:
-            return [(None, self._resize(self._to_channels(pixels)))]
+            return [(None, self.prep.prepare(pixels))]
         found = detect(pixels, min_confidence=self.min_confidence)
         crops = []
         for face in found:
@@ -359,7 +323,7 @@ class FacePipeline:
             else:
                 x, y, w, h = (int(round(v)) for v in face.box)
                 crop = pixels[y : y + h, x : x + w]
-            crops.append((face, self._resize(self._to_channels(np.asarray(crop)))))
+            crops.append((face, self.prep.prepare(np.asarray(crop))))
         return crops
 
     def embed_images(self, crops: np.ndarray) -> np.ndarray:
@@ -370,7 +334,7 @@ class FacePipeline:
                 f"Expected crops of shape [N, {self.image_size[0]}, {self.image_size[1]}, "
                 f"{self.channels}]. Received: shape={crops.shape}"
             )
-        return self._embed_fn(_standardize(crops, self.preprocessing))
+        return self._embed_fn(self.prep.standardize_pixels(crops))
 
     def embed(self, image: Any) -> np.ndarray:
         """Embedding ``[D]`` of the largest face of a photo.
@@ -436,7 +400,7 @@ class FacePipeline:
         return Identification(names[0], float(distances[0]), self.threshold, str(nearest))
 
     def cluster(
-        self, directory: PathLike, n_clusters: Optional[int] = None, method: str = "agglomerative"
+        self, directory: PathLike, n_clusters: int | None = None, method: str = "agglomerative"
     ) -> dict[int, list[pathlib.Path]]:
         """Group the photos of ``directory`` by the person in them.
 
@@ -471,11 +435,11 @@ class FacePipeline:
 
 def cluster_embeddings(
     embeddings: np.ndarray,
-    n_clusters: Optional[int],
+    n_clusters: int | None,
     method: str = "agglomerative",
     threshold: float = 1.0,
     metric: str = "L2",
-    cohort: Optional[np.ndarray] = None,
+    cohort: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cluster labels of embeddings; with ``n_clusters=None``, cut at ``threshold``.
 

@@ -12,9 +12,13 @@ Tasks (``fsl train <task>`` on the command line):
 
 Every run writes ``<output_dir>/<run>/`` with ``model.keras``,
 ``config.json``, ``metrics.json``, TensorBoard ``logs/`` and, while
-unfinished, a ``backup/`` checkpoint used by ``resume=True`` (see
-``fsl.training._runs``). A run folder is never overwritten unless
+unfinished, a ``backup/`` checkpoint used by ``resume=True`` (the public run
+format: ``fsl.runs``). A run folder is never overwritten unless
 ``overwrite=True``.
+
+Modules: ``options`` (``RunOptions``, the run-control arguments every
+trainer takes), ``losses`` (the trainers' loss names and options),
+``presets`` (named recipes as data), and one module per task.
 
 ``evaluate_run(path)`` re-evaluates a finished run from its saved model.
 """
@@ -22,9 +26,10 @@ unfinished, a ``backup/`` checkpoint used by ``resume=True`` (see
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from fsl.training._runs import (
+from fsl.runs import (
     DEFAULT_OUTPUT_DIR,
     RunDir,
     open_run,
@@ -47,29 +52,23 @@ def _check_task(task: str) -> tuple[str, str, str]:
     return TASKS[task]
 
 
-def get_trainer(task: str) -> Callable[..., dict]:
-    """The trainer function of a task (e.g. ``"siamese-mnist"``).
-
-    Raises:
-        ValueError: for an unknown task.
-    """
-    module, trainer, _ = _check_task(task)
-    return getattr(importlib.import_module(module), trainer)
-
-
 def get_evaluator(task: str) -> Callable[[RunDir, dict], dict]:
     """The function re-evaluating a finished run of ``task``."""
     module, _, evaluator = _check_task(task)
     return getattr(importlib.import_module(module), evaluator)
 
 
-#: Names read from ``fsl.training._common`` on first use (it imports Keras).
-_COMMON_NAMES = ("LOSS_OPTIONS", "TRIPLET_LOSSES")
+#: Names read on first use from the modules that import Keras.
+_LAZY_NAMES = {
+    "LOSS_OPTIONS": "fsl.training.losses",
+    "TRIPLET_LOSSES": "fsl.training.losses",
+    "RunOptions": "fsl.training.options",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _COMMON_NAMES:
-        return getattr(importlib.import_module("fsl.training._common"), name)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     if name in _TRAINER_NAMES:
         module, trainer = _TRAINER_NAMES[name]
         return getattr(importlib.import_module(module), trainer)
@@ -106,11 +105,11 @@ __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "LOSS_OPTIONS",
     "RunDir",
+    "RunOptions",
     "TASKS",
     "TRIPLET_LOSSES",
     "evaluate_run",
     "get_evaluator",
-    "get_trainer",
     "open_run",
     "prepare_run",
     "train_facenet",

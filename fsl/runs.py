@@ -1,4 +1,4 @@
-"""Run folders: one folder per training run, never silently overwritten.
+"""The run folder: the public contract between training, evaluation and serving.
 
 A run folder ``<output_dir>/<run>/`` holds:
 
@@ -11,22 +11,38 @@ A run folder ``<output_dir>/<run>/`` holds:
 * ``logs/``: TensorBoard logs;
 * ``backup/``: the ``keras.callbacks.BackupAndRestore`` checkpoint, present
   only while a run is unfinished (Keras deletes it when ``fit`` completes).
+
+``config.json`` records ``task``, ``arguments``, ``status`` (``"running"``,
+``"finished"``) and, for image tasks, ``preprocessing``: the
+``fsl.preprocessing.Preprocessing`` the model was trained with, which every
+serving path reads back (``RunDir.preprocessing()``).
+
+This module is what the trainers write and what ``fsl evaluate``, ``fsl
+embed``, ``fsl export``, the face commands and the benchmarks read: open a
+run with ``open_run(path)``, load its models under the dtype policy they
+were trained with (``RunDir.load_model``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
 import logging
 import math
+import os
 import pathlib
 import platform
 import shutil
-from typing import Any, Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import keras
 import numpy as np
+
+from fsl._checks import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +213,6 @@ class RunDir:
             ValueError: ``which`` is neither.
             FileNotFoundError: the run has no such file.
         """
-        from fsl.training._common import check_precision, dtype_policy
-
         paths = {"model": self.model_path, "embedding": self.embedding_path}
         if which not in paths:
             raise ValueError(f"which must be one of {sorted(paths)}. Received: which={which!r}")
@@ -224,6 +238,20 @@ class RunDir:
                 "or use raw distances"
             )
         return np.load(self.cohort_path), float(metrics["s_norm_threshold"])
+
+    def preprocessing(self):
+        """The ``fsl.preprocessing.Preprocessing`` the run's model was trained with.
+
+        Raises:
+            ValueError: if ``config.json`` records none (a run of a task
+                without image input).
+        """
+        from fsl.preprocessing import Preprocessing
+
+        recorded = self.read_config().get("preprocessing")
+        if not recorded:
+            raise ValueError(f"{str(self.config_path)!r} records no preprocessing")
+        return Preprocessing.from_config(recorded)
 
     def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
         """The run's callbacks: backup/restore, per-epoch CSV, TensorBoard.
@@ -384,3 +412,130 @@ def open_run(path: str | pathlib.Path) -> RunDir:
                 f"{str(run_dir.path)!r} is not a finished run: {required.name} is missing"
             )
     return run_dir
+
+
+# === Dtype policy ===
+
+
+#: ``mixed_precision`` values of the trainers: Keras dtype policies.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def check_precision(value: Any) -> str:
+    """``None`` / ``"float32"`` (full precision) or a mixed policy name."""
+    return check_choice("mixed_precision", "float32" if value is None else value, PRECISIONS)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build models under the Keras dtype policy ``name``, then restore the old one.
+
+    Layers take the global policy when they are created, so a model built
+    inside ``with dtype_policy("mixed_bfloat16"):`` computes in bfloat16 with
+    float32 weights (its output layers stay float32, see
+    ``fsl.models.OUTPUT_DTYPE``), and keeps that policy when saved and
+    reloaded. ``compile`` wraps the optimizer in a ``LossScaleOptimizer``
+    for ``mixed_float16``.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# === Run life cycle ===
+
+
+def start_run(
+    task: str,
+    arguments: Mapping[str, Any],
+    output_dir,
+    run,
+    overwrite: bool,
+    resume: bool,
+) -> RunDir:
+    """Create the run folder and write a first ``config.json``."""
+    run_dir = prepare_run(task, output_dir, run, overwrite=overwrite, resume=resume)
+    config = {
+        "task": task,
+        "run": run_dir.name,
+        "arguments": dict(arguments),
+        "seed": arguments.get("seed"),
+        "versions": versions(),
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if resume and run_dir.config_path.is_file():
+        previous = run_dir.read_config()
+        _check_resumed_arguments(run_dir, task, previous, config["arguments"])
+        config["resumed_from_epoch"] = run_dir.completed_epochs()
+        config["started"] = previous.get("started", config["started"])
+    run_dir.write_config(config)
+    return run_dir
+
+
+#: Arguments a resumed run may change: how it runs and reports, not what it
+#: trains (its checkpoint holds weights and optimizer state of the first ones).
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "verbose", "jit_compile", "output_dir", "run"})
+
+
+def _check_resumed_arguments(
+    run_dir: RunDir, task: str, previous: Mapping[str, Any], arguments: Mapping[str, Any]
+) -> None:
+    """A resumed run must go on with the task and arguments it started with:
+    another loss, size or schedule would train on (or fail to restore) a
+    checkpoint made for different ones. Arguments the first config does not
+    record (added to ``fsl`` since) are not compared."""
+    if previous.get("task", task) != task:
+        raise ValueError(
+            f"Cannot resume {run_dir.path} as a {task!r} run: it is a "
+            f"{previous.get('task')!r} run. Received: task={task!r}"
+        )
+    before = dict(previous.get("arguments") or {})
+    # Compare as config.json stores them (tuples as lists, other types as text).
+    now = json.loads(json.dumps(dict(arguments), default=str))
+    # Runs from before data folders were recorded absolute hold them as given:
+    # a relative one counts from the working folder the run resumes in.
+    if isinstance(before.get("data_dir"), str):
+        before["data_dir"] = os.path.abspath(before["data_dir"])
+    # Runs from before the options were normalised record None for float32.
+    if "mixed_precision" in before:
+        before["mixed_precision"] = check_precision(before["mixed_precision"])
+    changed = [
+        f"{key}: {before[key]!r} -> {now[key]!r}"
+        for key in sorted(set(before) & set(now) - RESUMABLE_CHANGES)
+        if before[key] != now[key]
+    ]
+    if changed:
+        raise ValueError(
+            f"resume=True continues {run_dir.path} with the arguments it started with; "
+            f"these differ: {'; '.join(changed)}. Pass the same values, or start another "
+            "run (another run name)"
+        )
+
+
+def update_config(run_dir: RunDir, **entries: Any) -> dict:
+    config = run_dir.read_config()
+    config.update(entries)
+    run_dir.write_config(config)
+    return config
+
+
+def finish_run(
+    run_dir: RunDir,
+    metrics: dict[str, Any],
+    history: Mapping[str, list[float]],
+    train_seconds: float,
+    data_source: str,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` and mark the config finished."""
+    metrics = dict(metrics)
+    metrics["history"] = {k: list(v) for k, v in history.items()}
+    metrics["epochs_completed"] = len(next(iter(history.values()), []))
+    metrics["train_seconds"] = train_seconds
+    metrics["data_source"] = data_source
+    run_dir.write_metrics(metrics)
+    update_config(run_dir, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return metrics

@@ -1,0 +1,224 @@
+"""The base of every ``fsl`` loss: a pure function plus its validated options.
+
+``MetricLoss`` is ``fsl``'s ``LossFunctionWrapper`` (keras) / ``MetricLoss``
+(TF Similarity): a loss class names the pure function that does the math and
+the plain-value options it passes to it; ``call`` and ``get_config`` are
+written once, here, and every option is validated when the loss is built, with
+an error that names the value received.
+
+The helpers below are shared by the loss modules of this package: argument
+validators, shape checks, and the float32 compute dtype of the online losses
+under mixed precision.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+from fsl import distances as distances_lib
+from fsl import mining
+from fsl._checks import check_real
+
+Metric = str | Callable[..., Any]
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+# === Validation ===
+
+
+def _validate_margin(margin) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise TypeError(
+            f"margin must be a non-negative number. Received: margin={margin!r} "
+            f"of type {type(margin).__name__}"
+        )
+    if not math.isfinite(float(margin)) or margin < 0:
+        raise ValueError(f"margin must be >= 0 and finite. Received: margin={margin!r}")
+    return float(margin)
+
+
+def _validate_real(name: str, value, low: float = -math.inf, low_open: bool = False) -> float:
+    """A finite real number ``> low`` (``low_open``) or ``>= low``; errors name the value."""
+    return check_real(name, value, low, low_open)
+
+
+def _validate_metric(metric: Metric) -> Metric:
+    """A canonical metric name, or the callable as is; errors name the value."""
+    if callable(metric):
+        return metric
+    return distances_lib.canonical_name(metric)
+
+
+def _validate_soft(soft) -> bool:
+    if not isinstance(soft, bool):
+        raise TypeError(f"soft must be a bool. Received: soft={soft!r}")
+    return soft
+
+
+def _check_rank(x, rank: int, name: str, expected: str):
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) != rank:
+        raise ValueError(
+            f"{name} must have shape {expected}. Received: {name}.shape="
+            f"{tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_stacked(y_pred, k: int, expected: str):
+    y_pred = _check_rank(y_pred, 3, "y_pred", expected)
+    if y_pred.shape[1] is not None and y_pred.shape[1] != k:
+        raise ValueError(
+            f"y_pred must have shape {expected}. Received: y_pred.shape="
+            f"{tuple(y_pred.shape)}"
+        )
+    return y_pred
+
+
+def _to_compute_dtype(x):
+    """Float32 for low-precision (or non-float) input; returns (x, dtype in)."""
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _LOW_PRECISION or "float" not in dtype:
+        return ops.cast(x, "float32"), dtype
+    return x, dtype
+
+
+def _restore_dtype(loss, dtype: str):
+    if dtype in _LOW_PRECISION:
+        return ops.cast(loss, dtype)
+    return loss
+
+
+def _match_rank(y_true, y_pred):
+    """Squeeze a trailing axis of 1 so that ``[B]`` and ``[B, 1]`` do not broadcast."""
+    if len(y_true.shape) == len(y_pred.shape) + 1 and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    elif len(y_pred.shape) == len(y_true.shape) + 1 and y_pred.shape[-1] == 1:
+        y_pred = ops.squeeze(y_pred, axis=-1)
+    return y_true, y_pred
+
+
+def _serialize_metric(metric: Metric):
+    if callable(metric):
+        return keras.saving.serialize_keras_object(metric)
+    return metric
+
+
+def _deserialize_metric(metric):
+    if isinstance(metric, dict):
+        return keras.saving.deserialize_keras_object(metric)
+    return metric
+
+
+def _validate_option(key: str, value: Any) -> Any:
+    """Validate one loss option by its name (see ``_VALIDATORS``)."""
+    if key not in _VALIDATORS:
+        raise TypeError(f"Unexpected keyword argument {key!r} for a fsl loss. "
+                        f"Received: {key}={value!r}")
+    return _VALIDATORS[key](value)
+
+
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "margin": _validate_margin,
+    "distance_metric": lambda value: _validate_metric(_deserialize_metric(value)),
+    "soft": _validate_soft,
+    "reg_lambda": lambda value: _validate_real("reg_lambda", value, 0.0),
+    "alpha": lambda value: _validate_real("alpha", value, 0.0, low_open=True),
+    "beta": lambda value: _validate_real("beta", value, 0.0, low_open=True),
+    "epsilon": lambda value: _validate_real("epsilon", value, 0.0),
+    "lmda": lambda value: _validate_real("lmda", value),
+    "center": lambda value: _validate_real("center", value),
+    "gamma": lambda value: _validate_real("gamma", value, 0.0, low_open=True),
+}
+
+
+# === Shared computation ===
+
+
+def _prepare_batch(y_true, y_pred, distance_metric):
+    y_pred = _check_rank(y_pred, 2, "y_pred", "[B, D] (embeddings)")
+    embeddings, dtype = _to_compute_dtype(y_pred)
+    positive_mask, negative_mask = mining.build_masks(y_true)
+    distances = distances_lib.pairwise_distances(embeddings, distance_metric)
+    has_triplet = ops.logical_and(ops.any(positive_mask), ops.any(negative_mask))
+    return distances, positive_mask, negative_mask, has_triplet, dtype
+
+
+def _masked_logsumexp(values, mask):
+    """``log(sum(exp(values)))`` of each row over ``mask``; ``(lse [B], has [B])``.
+
+    A row with an empty mask gets a large finite negative value (standing for
+    ``-inf``) so that ``logaddexp`` with it returns the other side and nothing
+    downstream meets ``log(0)``; ``has`` tells which rows are real.
+    """
+    mask = ops.cast(mask, "bool")
+    has = ops.any(mask, axis=1)
+    row_max = mining.masked_maximum(values, mask, keepdims=True)
+    # Masked-out entries are replaced before exp (by a value whose exp is 0),
+    # not zeroed after: exp of a large masked value would be inf, and
+    # where()'s gradient 0 * inf is NaN.
+    shifted = ops.where(mask, values - row_max, ops.full_like(values, -1e4))
+    total = ops.sum(ops.exp(shifted), axis=1)
+    total = ops.where(has, total, ops.ones_like(total))
+    lse = ops.squeeze(row_max, axis=1) + ops.log(total)
+    return ops.where(has, lse, ops.full_like(lse, -1e30)), has
+
+
+# === Base class ===
+
+
+class MetricLoss(keras.losses.Loss):
+    """A ``keras.losses.Loss`` computed by ``fn(y_true, y_pred, **options)``.
+
+    Subclasses pass their pure function and their options (plain values:
+    numbers, bools, metric names); each option is validated on construction,
+    stored as an attribute of the same name and written to ``get_config``, so
+    a subclass is its ``__init__`` alone.
+
+    Args:
+        fn: ``fn(y_true, y_pred, **options)`` returning the loss (a scalar,
+            or per-example values that the reduction averages).
+        name: name of the loss; default the function's name (without a
+            leading underscore).
+        reduction: Keras reduction, ``"sum_over_batch_size"`` by default.
+        dtype: dtype of the computation (Keras default when ``None``).
+        **options: the options of ``fn``, each one a key of the validators
+            (``margin``, ``distance_metric``, ``soft``, ``reg_lambda``,
+            ``alpha``, ``beta``, ``epsilon``, ``lmda``, ``center``, ``gamma``).
+
+    Raises:
+        ValueError, TypeError: an option out of its range, naming the value.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        reduction: str = "sum_over_batch_size",
+        dtype=None,
+        **options: Any,
+    ):
+        name = fn.__name__.lstrip("_") if name is None else name
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = fn
+        self._option_names = tuple(options)
+        for key, value in options.items():
+            setattr(self, key, _validate_option(key, value))
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **{key: getattr(self, key) for key in self._option_names})
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        for key in self._option_names:
+            value = getattr(self, key)
+            config[key] = _serialize_metric(value) if key == "distance_metric" else value
+        return config

@@ -1,0 +1,83 @@
+"""The losses a trainer's ``loss`` argument names, and their options.
+
+The trainers of labelled P x K batches (``train_triplet_mnist``,
+``train_facenet``) choose among ``TRIPLET_LOSSES``; ``triplet_loss`` builds
+the ``fsl.losses`` class through ``fsl.losses.get`` with the trainer's margin
+and distance and the ``loss_options`` a user gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from fsl import losses
+from fsl._checks import check_choice
+
+#: ``loss`` values of the triplet trainers (MNIST and faces): the online
+#: triplet losses, and the lifted-structure, multi-similarity and circle
+#: losses, which mine the same labelled P x K batches.
+TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity", "circle")
+#: The losses whose parameters are their papers' (TF Similarity's defaults),
+#: defined on the angular distance: the trainers' ``margin`` and ``metric``
+#: do not apply to them.
+PAIR_WEIGHTING_LOSSES = ("multi-similarity", "circle")
+
+
+#: Per trainer loss, the constructor arguments of its ``fsl.losses`` class
+#: that a trainer's ``loss_options`` may set: the margin losses' margin and
+#: distance come from the trainer's own ``margin`` / ``metric``.
+LOSS_OPTIONS = {
+    "semihard": (),
+    "hard": ("soft",),
+    "batch-all": (),
+    "lifted": (),
+    "multi-similarity": ("alpha", "beta", "epsilon", "lmda", "center"),
+    "circle": ("gamma", "margin"),
+}
+
+
+def check_loss_options(loss: str, options: Any) -> dict:
+    """A trainer's ``loss_options`` for ``loss`` as a plain dict (``{}`` for
+    ``None``), its keys among ``LOSS_OPTIONS[loss]``; the values are checked
+    by the loss class itself (``triplet_loss``)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            "loss_options must be a dict of the loss's arguments, e.g. {'gamma': 64.0}. "
+            f"Received: loss_options={options!r}"
+        )
+    allowed = LOSS_OPTIONS[loss]
+    for key in options:
+        if key in allowed:
+            continue
+        if key in ("margin", "distance_metric") and loss not in PAIR_WEIGHTING_LOSSES:
+            hint = "the trainer's margin and metric arguments set the margin and distance"
+        else:
+            hint = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise ValueError(
+            f"loss_options key {key!r} is not an option of loss={loss!r} ({hint}). "
+            f"Received: loss_options={dict(options)!r}"
+        )
+    # numpy scalars as plain Python values: config.json and get_config stay plain.
+    return {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in options.items()}
+
+
+def triplet_loss(
+    loss: str, margin: float, metric: str = "L2", options: Mapping | None = None
+) -> keras.losses.Loss:
+    """The ``fsl.losses`` batch loss a trainer's ``loss`` names (one of
+    ``TRIPLET_LOSSES``), with its margin and distance; the multi-similarity
+    and circle losses on the angular distance, with their default parameters
+    (``margin`` and ``metric`` unused) where ``options`` does not set them.
+    ``options``: more of the class's arguments (``check_loss_options``); a
+    bad value raises the class's ``ValueError``."""
+    options = check_loss_options(check_choice("loss", loss, TRIPLET_LOSSES), options)
+    if loss in PAIR_WEIGHTING_LOSSES:
+        return losses.get(loss, **options)
+    return losses.get(loss, margin=margin, distance_metric=metric, **options)
