@@ -53,6 +53,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -155,7 +156,8 @@ def _prepare_export_dir(export_dir: PathLike, overwrite: bool) -> pathlib.Path:
         )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"export_dir is not empty; pass overwrite=True to replace it. "
+            f"export_dir is not empty; pass overwrite=True (--overwrite on the command "
+            "line) to replace it. "
             f"Received: export_dir='{path}'"
         )
     return path
@@ -251,6 +253,13 @@ def _cohort_statistics(tf, embeddings, cohort, metric: str):
     return mean, tf.maximum(std, 1e-12)
 
 
+def _contract_info(contract: Mapping[str, Any] | None) -> dict:
+    """``{"contract": ...}`` for the export info: a checked preprocessing config."""
+    if contract is None:
+        return {}
+    return {"contract": preprocessing_lib.Preprocessing.from_config(contract).to_config()}
+
+
 def _save(tf, model, endpoint, names, hwc, resize: bool, info: dict, path: pathlib.Path,
           variables: dict | None = None) -> str:
     """Write an export: ``endpoint`` under both serving signatures (inputs
@@ -279,6 +288,7 @@ def export_embedding_model(
     preprocessing: str | None = "fixed",
     overwrite: bool = False,
     resize: bool = False,
+    contract: Mapping[str, Any] | None = None,
 ) -> str:
     """Export an embedding network as a SavedModel: raw pixels -> unit embeddings.
 
@@ -307,6 +317,9 @@ def export_embedding_model(
             ``H x W`` before preprocessing, anti-aliased as the training
             pipeline (``fsl.data.faces.resize_image``) resizes; if False
             (default) they accept exactly ``[N, H, W, C]``.
+        contract: the run's ``fsl.preprocessing.Preprocessing`` config, recorded
+            in the export's info (``export_info(...)["contract"]``) so that
+            ``FacePipeline.from_saved_model`` prepares faces as in training.
 
     Returns:
         The path of the SavedModel, a string.
@@ -350,7 +363,8 @@ def export_embedding_model(
         return {"embeddings": distances.l2_normalize(embeddings, axis=-1)}
 
     return _save(tf, model, embed, ["images"], hwc, resize,
-                 {"kind": "embedding", "preprocessing": preprocessing}, path)
+                 {"kind": "embedding", "preprocessing": preprocessing,
+                  **_contract_info(contract)}, path)
 
 
 def export_pair_verifier(
@@ -363,6 +377,7 @@ def export_pair_verifier(
     resize: bool = False,
     normalize: bool = True,
     cohort: Any = None,
+    contract: Mapping[str, Any] | None = None,
 ) -> str:
     """Export a face verifier: two images -> distance and same / different.
 
@@ -403,6 +418,9 @@ def export_pair_verifier(
             e.g. a face run's ``cohort.npy``) to S-normalise the distance
             against; ``threshold`` is then on the S-norm scale (e.g. the
             run's ``s_norm_threshold``) and may be negative.
+        contract: the run's ``fsl.preprocessing.Preprocessing`` config, recorded
+            in the export's info (``export_info(...)["contract"]``) so that
+            ``FacePipeline.from_saved_model`` prepares faces as in training.
 
     Returns:
         The path of the SavedModel, a string.
@@ -491,7 +509,8 @@ def export_pair_verifier(
     info = {"kind": "pair_verifier", "preprocessing": preprocessing, "metric": metric,
             "threshold": float(threshold), "normalize": normalize,
             "score_norm": None if cohort is None else "s-norm",
-            "cohort_size": 0 if cohort is None else int(len(cohort))}
+            "cohort_size": 0 if cohort is None else int(len(cohort)),
+            **_contract_info(contract)}
     return _save(tf, embedding_model, verify, ["image_a", "image_b"], hwc, resize, info, path,
                  variables)
 

@@ -50,6 +50,11 @@ FIXED_CENTER, FIXED_SCALE = 127.5, 128.0
 UNIT_SCALE = 255.0
 #: The resizing method every path uses (recorded in ``config.json``).
 RESIZE_METHOD = "bilinear-antialias"
+#: How a face is cut out of a photo before the steps below: ``"none"`` (the
+#: whole photo is the face, e.g. ORL or LFW crops), ``"crop"`` (the detected
+#: box grown by ``margin`` pixels, FaceNet's crop) or ``"template"`` (the
+#: five detected keypoints mapped onto a template). See ``fsl.faces``.
+FACE_ALIGNMENTS = ("none", "crop", "template")
 
 
 
@@ -303,6 +308,10 @@ class Preprocessing:
             ``0..255`` pixels, e.g. it has a ``Standardize`` layer).
         center_crop: fraction of each side kept around the centre before
             resizing.
+        align: how faces were cut out of photos for this model
+            (``FACE_ALIGNMENTS``); serving does the same by default
+            (``fsl.faces.FacePipeline.from_run``).
+        margin: pixels added around the detected box for ``align="crop"``.
 
     Raises:
         ValueError: any field out of range, naming the value.
@@ -312,6 +321,8 @@ class Preprocessing:
     channels: int = 1
     standardize: str | None = None
     center_crop: float = 1.0
+    align: str = "none"
+    margin: float = 32.0
 
     def __post_init__(self):
         size = check_image_size(self.image_size)
@@ -324,6 +335,15 @@ class Preprocessing:
         if crop > 1:
             raise ValueError(f"center_crop must be in (0, 1]. Received: center_crop={crop!r}")
         object.__setattr__(self, "center_crop", crop)
+        check_choice("align", self.align, FACE_ALIGNMENTS)
+        object.__setattr__(self, "margin", check_real("margin", self.margin, 0.0))
+
+    def describe(self) -> str:
+        """The face preparation in words, for messages."""
+        faces = {"none": "whole photos (no face detection)",
+                 "crop": f"detected boxes grown by {self.margin:g} px",
+                 "template": "faces aligned on the 5-point template"}[self.align]
+        return f"{faces}, {self.image_size[0]}x{self.image_size[1]}, {self.channels} channel(s)"
 
     # === Config ===
 
@@ -335,6 +355,8 @@ class Preprocessing:
             "standardize": self.standardize,
             "center_crop": self.center_crop,
             "resize": RESIZE_METHOD,
+            "align": self.align,
+            "margin": self.margin,
         }
 
     @classmethod
@@ -356,6 +378,9 @@ class Preprocessing:
             channels=int(config.get("channels", 1)),
             standardize=config.get("standardize"),
             center_crop=float(config.get("center_crop", 1.0)),
+            # Runs from before the alignment was recorded trained on whole photos.
+            align=config.get("align", "none"),
+            margin=float(config.get("margin", 32.0)),
         )
 
     # === Pixels ===
@@ -384,6 +409,7 @@ class Preprocessing:
 
 
 __all__ = [
+    "FACE_ALIGNMENTS",
     "FIXED_CENTER",
     "FIXED_SCALE",
     "Preprocessing",

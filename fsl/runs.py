@@ -253,6 +253,32 @@ class RunDir:
             raise ValueError(f"{str(self.config_path)!r} records no preprocessing")
         return Preprocessing.from_config(recorded)
 
+    def set_threshold(self, threshold: float, calibration: Mapping[str, Any],
+                      key: str = "threshold") -> dict[str, Any]:
+        """Replace the run's ``threshold`` (or ``s_norm_threshold``) in
+        ``metrics.json``, keeping the old value: ``threshold_history`` gets an
+        entry with the key, the previous and the new value and the
+        ``calibration`` report. Returns the updated metrics.
+
+        Raises:
+            FileNotFoundError: the run has no ``metrics.json``.
+            ValueError: an unknown ``key`` or a threshold that is not finite.
+        """
+        if key not in ("threshold", "s_norm_threshold"):
+            raise ValueError("key must be 'threshold' or 's_norm_threshold'. "
+                             f"Received: key={key!r}")
+        if not math.isfinite(float(threshold)):
+            raise ValueError(f"threshold must be finite. Received: threshold={threshold!r}")
+        metrics = self.read_metrics()
+        metrics.setdefault("threshold_history", []).append({
+            "key": key, "previous": metrics.get(key), "threshold": float(threshold),
+            "set": datetime.datetime.now().isoformat(timespec="seconds"),
+            "calibration": dict(calibration),
+        })
+        metrics[key] = float(threshold)
+        self.write_metrics(metrics)
+        return metrics
+
     def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
         """The run's callbacks: backup/restore, per-epoch CSV, TensorBoard.
 

@@ -169,7 +169,8 @@ def test_bad_input_is_one_line_and_exit_2(case, run_dir, orl_dir, tmp_path, caps
     (tmp_path / "empty").mkdir()
     argv = {
         "missing": ["verify", tmp_path / "nope.jpg", good, "--model", run_dir],
-        "no_face": ["verify", blank, good, "--model", run_dir],
+        # The run trained on whole photos; with detection asked for, a blank one has no face.
+        "no_face": ["verify", blank, good, "--model", run_dir, "--detect"],
         "unreadable": ["verify", garbage, good, "--model", run_dir],
         "empty_dir": ["cluster", tmp_path / "empty", "--model", run_dir],
         "no_model": ["verify", good, good, "--model", tmp_path / "no_such_run"],
@@ -218,3 +219,138 @@ def test_export_verifier_with_the_runs_s_norm(run_dir, orl_dir, tmp_path, capsys
     status, _, err = _main(capsys, "export", bare, "--kind", "verifier",
                            "--export-dir", tmp_path / "v", "--score-norm", "s-norm")
     assert status == 2 and "cohort.npy" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_serves_faces_as_the_run_was_trained(run_dir, orl_dir, tmp_path, capsys, caplog):
+    # The run trained on whole ORL photos (config.json says so): the face commands
+    # serve whole photos by default, and their decisions on the run's unseen people
+    # agree with the run's own evaluation at its threshold (--pairs: one call).
+    from fsl.data.faces import identity_split, list_faces
+    from fsl.evaluation import verification_pairs
+
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert config["preprocessing"]["align"] == "none"
+    split_seed = config["arguments"]["split_seed"]
+    _, test = identity_split(list_faces(orl_dir, min_images=2),
+                             config["arguments"]["test_identities"], split_seed)
+    assert list(test.class_names) == config["test_identities"]
+    i, j, same = verification_pairs(np.asarray(test.labels), split_seed)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("# image_a,image_b\n" + "\n".join(
+        f"{test.paths[a]},{test.paths[b]}" for a, b in zip(i, j)) + "\n")
+    status, out, err = _main(capsys, "verify", "--pairs", pairs, "--model", run_dir, "--json")
+    assert status == 0, err
+    results = json.loads(out)
+    assert len(results) == len(same)
+    accepted = np.array([r["same"] for r in results])
+    assert {r["threshold"] for r in results} == {metrics["threshold"]}
+    assert np.mean(accepted[same == 0]) == pytest.approx(metrics["far_at_threshold"], abs=0.01)
+    assert np.mean(accepted == (same == 1)) == pytest.approx(
+        metrics["accuracy_at_threshold"], abs=0.01)
+
+    # Asking for face detection on this run: served, but with a warning naming both.
+    with caplog.at_level("WARNING", logger="fsl.faces.pipeline"):
+        FacePipeline.from_run(run_dir, detect_faces=True)
+    assert "trained on whole photos (no face detection); serving it faces aligned on the " \
+           "5-point template" in caplog.text
+
+
+def test_verify_pairs_and_identify_many_photos_errors(run_dir, orl_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{orl_dir / 's01' / '01.png'}\n")
+    status, _, err = _main(capsys, "verify", "--pairs", bad, "--model", run_dir)
+    assert status == 2 and "line 1: expected two image paths" in err
+    status, _, err = _main(capsys, "verify", "--model", run_dir)
+    assert status == 2 and "give two photos" in err
+    # Relative paths count from the pairs file's folder.
+    (tmp_path / "p").mkdir()
+    for name in ("01", "02"):
+        shutil.copy(orl_dir / "s01" / f"{name}.png", tmp_path / "p" / f"{name}.png")
+    (tmp_path / "rel.csv").write_text("p/01.png, p/02.png\n")
+    relative = json.loads(_main(capsys, "verify", "--pairs", tmp_path / "rel.csv", "--model",
+                                run_dir, "--json")[1])
+    absolute = json.loads(_main(capsys, "verify", orl_dir / "s01" / "01.png",
+                                orl_dir / "s01" / "02.png", "--model", run_dir, "--json")[1])
+    assert relative[0]["distance"] == pytest.approx(absolute["distance"], abs=1e-6)
+    photos = [orl_dir / "s01" / "01.png", orl_dir / "s01" / "02.png", orl_dir / "s02" / "01.png"]
+    gallery = tmp_path / "gallery"
+    for person in ("s01", "s02"):
+        (gallery / person).mkdir(parents=True)
+        shutil.copy(orl_dir / person / "03.png", gallery / person / "03.png")
+    status, out, err = _main(capsys, "identify", "--gallery", gallery, *photos[:2], photos[2],
+                             "--model", run_dir, "--json")
+    assert status == 0, err
+    results = json.loads(out)
+    assert [r["photo"] for r in results] == [str(p) for p in photos]
+    single = json.loads(_main(capsys, "identify", "--gallery", gallery, photos[2], "--model",
+                              run_dir, "--json")[1])
+    assert single["name"] == results[2]["name"] and single["distance"] == pytest.approx(
+        results[2]["distance"])
+
+
+def test_calibrate_sets_the_threshold_on_labelled_photos(run_dir, orl_dir, tmp_path, capsys):
+    # A copy of the run (calibrate writes into it) and 4 people's photos to serve.
+    from fsl.evaluation import best_threshold, pair_distances, val_far, verification_pairs
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    people = tmp_path / "people"
+    for person in ("s05", "s06", "s07", "s08"):
+        shutil.copytree(orl_dir / person, people / person)
+    before = json.loads((run / "metrics.json").read_text())["threshold"]
+
+    # The hand reference: the pipeline's embeddings, the protocol's pairs.
+    pipeline = FacePipeline.from_run(run)
+    paths = sorted(people.glob("*/*.png"))
+    labels = np.array([int(p.parent.name[1:]) for p in paths])
+    emb = np.stack([pipeline.embed(p) for p in paths])
+    i, j, same = verification_pairs(labels, 0)
+    distances = pair_distances(emb[i], emb[j])
+    want, _ = best_threshold(distances, same)
+
+    status, out, err = _main(capsys, "calibrate", run, "--data", people, "--dry-run")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["threshold"] == pytest.approx(want) and report["written"] is False
+    assert report["pairs"] == len(same) == 2 * report["same_pairs"] == 2 * 4 * 45
+    assert json.loads((run / "metrics.json").read_text())["threshold"] == before
+
+    status, out, err = _main(capsys, "calibrate", run, "--data", people, "--far", "0.01")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["threshold"] == pytest.approx(val_far(distances, same, 0.01)["threshold"])
+    assert report["far"] <= 0.01 and report["previous"] == before
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["threshold"] == pytest.approx(report["threshold"])
+    assert metrics["threshold_history"][-1]["previous"] == before
+    # Served with it from now on.
+    assert FacePipeline.from_run(run).threshold == pytest.approx(report["threshold"])
+
+    (tmp_path / "one" / "s01").mkdir(parents=True)
+    shutil.copy(orl_dir / "s01" / "01.png", tmp_path / "one" / "s01" / "01.png")
+    status, _, err = _main(capsys, "calibrate", run, "--data", tmp_path / "one")
+    assert status == 2 and "same and one different pair" in err
+
+
+def test_cluster_skips_an_unreadable_file_and_names_it(run_dir, orl_dir, tmp_path, capsys, caplog):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for person in ("s01", "s02"):
+        for name in ("01", "02"):
+            shutil.copy(orl_dir / person / f"{name}.png", photos / f"{person}_{name}.png")
+    (photos / "broken.png").write_bytes(b"\x89PNG truncated")
+    with caplog.at_level("WARNING", logger="fsl.faces.pipeline"):
+        status, out, err = _main(capsys, "cluster", photos, "--model", run_dir, "--n-clusters",
+                                 "2", "--method", "kmeans", "--out", tmp_path / "grids", "--json")
+    assert status == 0, err
+    clustered = [p for members in json.loads(out)["clusters"].values() for p in members]
+    assert sorted(clustered) == sorted(str(p) for p in photos.glob("s0*.png"))
+    assert "broken.png" in caplog.text
+
+
+def test_pixels_in_0_1_warn(run_dir):
+    pipeline = FacePipeline.from_run(run_dir)
+    crops = np.full((1, *pipeline.image_size, 1), 0.5, np.float32)
+    with pytest.warns(UserWarning, match="0..255"):
+        pipeline.embed_images(crops)

@@ -127,6 +127,11 @@ def test_preprocessing_config_round_trip_and_old_configs():
         P.Preprocessing.from_config({**config, "resize": "nearest"})
     with pytest.raises(ValueError, match="image_size"):
         P.Preprocessing.from_config({"channels": 1})
+    # How faces were cut out of photos: recorded; older runs trained on whole photos.
+    assert old.align == "none"
+    cropped = P.Preprocessing((32, 32), align="crop", margin=16)
+    assert P.Preprocessing.from_config(cropped.to_config()) == cropped
+    assert "grown by 16 px" in cropped.describe()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -135,6 +140,8 @@ def test_preprocessing_config_round_trip_and_old_configs():
     ({"image_size": 8, "standardize": "zscore"}, "standardize='zscore'"),
     ({"image_size": 8, "center_crop": 1.5}, "center_crop=1.5"),
     ({"image_size": 8, "center_crop": 0}, "center_crop=0"),
+    ({"image_size": 8, "align": "mtcnn"}, "align='mtcnn'"),
+    ({"image_size": 8, "margin": -1}, "margin=-1"),
 ])
 def test_preprocessing_rejects_bad_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):

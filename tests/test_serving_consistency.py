@@ -85,10 +85,22 @@ def test_exported_saved_model_agrees(run_and_files, tmp_path):
     # fsl export: raw model-size pixels in, the standardisation in the graph.
     export_dir = tmp_path / "export"
     assert cli.main(["export", str(run.path), "--export-dir", str(export_dir)]) == 0
+    # The export records the run's preprocessing: served as trained (whole photos).
+    from fsl.export import export_info
+
+    assert export_info(str(export_dir))["contract"] == PREP.to_config()
+    served = FacePipeline.from_saved_model(export_dir, threshold=0.5)
+    assert served.detect_faces is False
+    np.testing.assert_allclose(served.embed(files[0]), from_cli[0], rtol=0, atol=1e-5)
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     raw = np.stack([PREP.load(f) for f in files])
     exported = next(iter(serve(tf.constant(raw)).values())).numpy()
     np.testing.assert_allclose(exported, from_cli, rtol=0, atol=1e-5)
+
+    # The S-norm verifier has a folder of its own; --resize exports take any size.
+    assert cli.main(["export", str(run.path), "--resize", "--export-dir",
+                     str(tmp_path / "any-size")]) == 0
+    assert export_info(str(tmp_path / "any-size"))["resize"] is True
 
     # resize=True: each decoded file at its own size, resized in the graph.
     resizing = tmp_path / "resizing"

@@ -14,8 +14,10 @@ s-norm`` S-normalises them against the run's training faces (``cohort.npy``,
 saved by runs trained with S-norm, the default) and compares them with its
 ``s_norm_threshold``. Both thresholds are chosen on training pairs; the S-norm
 one can transfer worse to new people (``benchmarks/README.md``), so it is opt-in.
-Photos are detected and aligned with MTCNN unless ``--no-detect`` (for photos
-that are already face crops, such as ORL or LFW crops).
+Faces are prepared as the run's model was trained (``config.json``'s
+preprocessing): whole photos for a run trained on face crops such as ORL,
+MTCNN detection and alignment for one trained on aligned faces;
+``--detect``/``--no-detect`` and ``--align`` override that, with a warning.
 
 A photo with no face, an unreadable file or a directory with no images is a
 one-line error with exit status 2 (the CLI turns ``ValueError`` /
@@ -39,23 +41,27 @@ from fsl.faces.pipeline import (
 )
 
 
-def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("FSL_FACE_MODEL"),
-        help="run folder of `fsl train facenet`, or an embedding SavedModel "
-        "(default: $FSL_FACE_MODEL)",
-    )
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="distance threshold (default: the run's, chosen on training pairs; "
-                        "on the S-norm scale when S-norm is used)")
+def _add_pipeline_options(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
+    if with_model:
+        parser.add_argument(
+            "--model",
+            default=os.environ.get("FSL_FACE_MODEL"),
+            help="run folder of `fsl train facenet`, or an embedding SavedModel "
+            "(default: $FSL_FACE_MODEL)",
+        )
+        parser.add_argument("--threshold", type=float, default=None,
+                            help="distance threshold (default: the run's, chosen on training "
+                            "pairs or by fsl calibrate; on the S-norm scale with S-norm)")
     parser.add_argument("--score-norm", choices=("none", "s-norm"), default="none",
                         help="none (default): raw distances; s-norm: S-normalised against the "
                         "run's training faces (cohort.npy) with its s_norm_threshold")
-    parser.add_argument("--no-detect", dest="detect", action="store_false",
-                        help="treat each photo as an already cropped face (no MTCNN)")
-    parser.add_argument("--align", choices=ALIGN_MODES, default="template",
-                        help="alignment of detected faces (default: template)")
+    parser.add_argument("--detect", dest="detect", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="detect faces with MTCNN (--no-detect: each photo is one face); "
+                        "default: as the run's model was trained")
+    parser.add_argument("--align", choices=ALIGN_MODES, default=None,
+                        help="alignment of detected faces; default: the run's (template "
+                        "for a SavedModel)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -66,7 +72,8 @@ def build_pipeline(args: argparse.Namespace) -> FacePipeline:
     model = pathlib.Path(args.model)
     if not model.exists():
         raise FileNotFoundError(f"model not found: {args.model}")
-    overrides = {"detect_faces": args.detect, "align": args.align}
+    overrides = {key: value for key, value in (("detect_faces", args.detect),
+                                               ("align", args.align)) if value is not None}
     if args.threshold is not None:
         overrides["threshold"] = args.threshold
     score_norm = getattr(args, "score_norm", "none")
@@ -93,32 +100,89 @@ def _check_file(path: str) -> str:
     return path
 
 
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """``fsl verify --pairs``: two image paths a line (CSV), relative ones
+    taken from the file's folder; blank lines and ``#`` comments skipped.
+
+    Raises:
+        FileNotFoundError: the file, or an image it names, does not exist.
+        ValueError: a line without exactly two paths, naming its number.
+    """
+    import csv
+
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"pairs file not found: {path}")
+    pairs = []
+    with file.open(newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            fields = [field.strip() for field in row]
+            if not any(fields) or fields[0].startswith("#"):
+                continue
+            if len(fields) != 2 or not all(fields):
+                raise ValueError(f"{path}, line {number}: expected two image paths separated by "
+                                 f"a comma. Received: {','.join(row)!r}")
+            a, b = (str(file.parent / field) if not os.path.isabs(field) else field
+                    for field in fields)
+            pairs.append((_check_file(a), _check_file(b)))
+    if not pairs:
+        raise ValueError(f"no pairs in {path}")
+    return pairs
+
+
 def run_verify(args: argparse.Namespace) -> int:
-    for path in (args.image_a, args.image_b):
-        _check_file(path)
-    pipeline = build_pipeline(args)
-    result = pipeline.verify(args.image_a, args.image_b)
-    if args.json:
-        print(json.dumps({**result.to_dict(), "score_norm": pipeline.cohort is not None}))
+    if args.pairs is not None:
+        if args.image_a is not None or args.image_b is not None:
+            raise ValueError("give two photos or --pairs FILE, not both")
+        pairs = read_pairs(args.pairs)
+    elif args.image_a is None or args.image_b is None:
+        raise ValueError("give two photos to compare (or --pairs FILE)")
     else:
-        decision = "same person" if result.same else "different people"
-        print(f"{_scale(pipeline)} {result.distance:.4f}  threshold {result.threshold:.4f}  "
-              f"-> {decision}")
+        pairs = [(_check_file(args.image_a), _check_file(args.image_b))]
+    pipeline = build_pipeline(args)
+    embeddings: dict[str, object] = {}
+
+    def embed(path):
+        if path not in embeddings:  # each photo embedded once
+            embeddings[path] = pipeline.embed(path)
+        return embeddings[path]
+
+    results = []
+    for a, b in pairs:
+        distance = float(pipeline.distance(embed(a), embed(b))[0])
+        results.append({"image_a": a, "image_b": b, "distance": distance,
+                        "threshold": pipeline.threshold, "same": distance <= pipeline.threshold,
+                        "score_norm": pipeline.cohort is not None})
+    if args.json:
+        print(json.dumps(results if args.pairs is not None else results[0]))
+    else:
+        for result in results:
+            decision = "same person" if result["same"] else "different people"
+            prefix = f"{result['image_a']}  {result['image_b']}  " if args.pairs else ""
+            print(f"{prefix}{_scale(pipeline)} {result['distance']:.4f}  "
+                  f"threshold {result['threshold']:.4f}  -> {decision}")
     return 0
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    _check_file(args.photo)
+    for photo in args.photo:
+        _check_file(photo)
     if not pathlib.Path(args.gallery).is_dir():
         raise FileNotFoundError(f"gallery folder not found: {args.gallery}")
     pipeline = build_pipeline(args)
-    result = pipeline.identify(args.photo, pipeline.enroll(args.gallery))
+    gallery = pipeline.enroll(args.gallery)  # once, for every photo
+    results = [pipeline.identify(photo, gallery) for photo in args.photo]
+    scale = {"score_norm": pipeline.cohort is not None}
     if args.json:
-        print(json.dumps({**result.to_dict(), "score_norm": pipeline.cohort is not None}))
+        dicts = [{"photo": photo, **result.to_dict(), **scale}
+                 for photo, result in zip(args.photo, results)]
+        print(json.dumps(dicts if len(dicts) > 1 else dicts[0]))
     else:
-        who = result.name if result.name is not None else f"unknown (nearest: {result.nearest})"
-        print(f"{who}  {_scale(pipeline)} {result.distance:.4f}  "
-              f"threshold {result.threshold:.4f}")
+        for photo, result in zip(args.photo, results):
+            who = result.name if result.name is not None else f"unknown (nearest: {result.nearest})"
+            prefix = f"{photo}  " if len(results) > 1 else ""
+            print(f"{prefix}{who}  {_scale(pipeline)} {result.distance:.4f}  "
+                  f"threshold {result.threshold:.4f}")
     return 0
 
 
@@ -139,16 +203,51 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 
 def verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image_a")
-    parser.add_argument("image_b")
+    parser.add_argument("image_a", nargs="?")
+    parser.add_argument("image_b", nargs="?")
+    parser.add_argument("--pairs", metavar="FILE",
+                        help="verify many pairs: a CSV file of two image paths a line "
+                        "(relative to the file's folder); each photo is embedded once")
     _add_pipeline_options(parser)
 
 
 def identify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", required=True,
                         help="folder with one sub-folder of photos per enrolled person")
-    parser.add_argument("photo")
+    parser.add_argument("photo", nargs="+", help="one or more photos (the gallery is "
+                        "enrolled once)")
     _add_pipeline_options(parser)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from fsl.runs import open_run
+
+    if not pathlib.Path(args.data).is_dir():
+        raise FileNotFoundError(f"folder not found: {args.data}")
+    run = open_run(args.model)
+    args.threshold = None
+    pipeline = build_pipeline(args)
+    report = pipeline.calibrate(args.data, far=args.far, seed=args.seed)
+    key = "s_norm_threshold" if pipeline.cohort is not None else "threshold"
+    report["written"] = not args.dry_run
+    if not args.dry_run:
+        metrics = run.set_threshold(report["threshold"], report, key)
+        report["previous"] = metrics["threshold_history"][-1]["previous"]
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="RUN_DIR", help="the run folder whose threshold to set")
+    parser.add_argument("--data", required=True,
+                        help="labelled photos of the people to serve: one sub-folder per person")
+    parser.add_argument("--far", type=float, default=None,
+                        help="target false-accept rate (e.g. 1e-3); default: best accuracy")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pairs and folds")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report the threshold without writing it into the run")
+    _add_pipeline_options(parser, with_model=False)
+    parser.set_defaults(threshold=None)
 
 
 def cluster_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ Commands::
     fsl verify A.jpg B.jpg --model RUN_DIR      # distance, threshold, decision
     fsl identify --gallery DIR PHOTO --model RUN_DIR
     fsl cluster DIR --model RUN_DIR [--n-clusters N] [--out DIR]
+    fsl calibrate RUN_DIR --data DIR [--far 1e-3]   # threshold on your labelled photos
 
 Every command has ``--help``. Error policy: the library's validation errors
 (``ValueError``, ``FileNotFoundError``, ``FileExistsError``... see
@@ -111,6 +112,8 @@ register_command("verify", "are two photos the same person? (distance, threshold
                  faces.verify_arguments, faces.run_verify)
 register_command("identify", "who is in a photo, against an enrolled gallery (or unknown)",
                  faces.identify_arguments, faces.run_identify)
+register_command("calibrate", "choose a run's threshold on labelled photos of your people",
+                 faces.calibrate_arguments, faces.run_calibrate)
 register_command("cluster", "group a folder of photos by person; one grid image per cluster",
                  faces.cluster_arguments, faces.run_cluster)
 

@@ -41,11 +41,18 @@ def run_embed(args) -> int:
         raise ValueError(f"--out must name a .npy file. Received: --out {args.out}")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    model = run_dir.load_model("embedding")
     # The run's own preprocessing (fsl.preprocessing): what training, the face
-    # commands and the exports feed the model too. No face detection.
-    images = prep.standardize_pixels(np.stack([prep.load(path) for path in args.images]))
-    embeddings = np.asarray(model.predict(images, batch_size=256, verbose=0), dtype="float32")
+    # commands and the exports feed the model too.
+    if prep.align == "none":
+        model = run_dir.load_model("embedding")
+        images = prep.standardize_pixels(np.stack([prep.load(path) for path in args.images]))
+        embeddings = np.asarray(model.predict(images, batch_size=256, verbose=0), "float32")
+    else:
+        # A model trained on detected faces: detect and align them the same way.
+        from fsl.faces.pipeline import FacePipeline
+
+        pipeline = FacePipeline.from_run(run_dir.path)
+        embeddings = np.stack([pipeline.embed(path) for path in args.images]).astype("float32")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, embeddings)
     print(f"wrote {out} {embeddings.shape}")
@@ -64,18 +71,22 @@ def run_export(args) -> int:
     kind = args.kind or ("mtfl" if config.get("task") == "mtfl" else "embedding")
     if args.score_norm == "s-norm" and kind != "verifier":
         raise ValueError(f"--score-norm s-norm applies to --kind verifier. Received: --kind {kind}")
-    export_dir = pathlib.Path(args.export_dir or run_dir.path / "export" / kind)
-    prep = run_dir.preprocessing().standardize if config.get("preprocessing") else None
+    # The S-norm verifier is another model than the plain one: its own folder.
+    default_dir = kind + ("-s-norm" if args.score_norm == "s-norm" else "")
+    export_dir = pathlib.Path(args.export_dir or run_dir.path / "export" / default_dir)
+    contract = run_dir.preprocessing() if config.get("preprocessing") else None
+    prep = contract.standardize if contract else None
+    common = {"preprocessing": prep, "overwrite": args.overwrite, "resize": args.resize}
+    if contract and kind != "mtfl":
+        common["contract"] = contract.to_config()
     if kind == "mtfl":
         if config.get("task") != "mtfl":
             raise ValueError(f"--kind mtfl needs an mtfl run. Received: task={config.get('task')!r}")
         model = run_dir.load_model()
-        path = export.export_mtfl_model(model, export_dir, preprocessing=prep, overwrite=args.overwrite)
+        path = export.export_mtfl_model(model, export_dir, **common)
     elif kind == "embedding":
         model = run_dir.load_model("embedding")
-        path = export.export_embedding_model(
-            model, export_dir, preprocessing=prep, overwrite=args.overwrite
-        )
+        path = export.export_embedding_model(model, export_dir, **common)
     else:
         metrics = run_dir.read_metrics()
         if "threshold" not in metrics:
@@ -89,8 +100,7 @@ def run_export(args) -> int:
             export_dir,
             threshold=threshold,
             metric=metrics.get("metric", "L2"),
-            preprocessing=prep,
-            overwrite=args.overwrite,
+            **common,
             # The threshold was chosen on the embeddings as the model outputs them.
             normalize=False,
             cohort=cohort,
@@ -113,7 +123,11 @@ def add_export_arguments(parser):
         choices=("embedding", "verifier", "mtfl"),
         help="what to export (default: mtfl for mtfl runs, else embedding)",
     )
-    parser.add_argument("--export-dir", help="default RUN_DIR/export/KIND")
+    parser.add_argument("--export-dir",
+                        help="default RUN_DIR/export/KIND (KIND-s-norm for an S-norm verifier)")
+    parser.add_argument("--resize", action="store_true",
+                        help="accept images of any size and resize them in the graph, as "
+                        "fsl.preprocessing does (default: the run's input size only)")
     parser.add_argument(
         "--score-norm",
         choices=("none", "s-norm"),

@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,6 +81,33 @@ class Identification:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _serving_preparation(prep: Preprocessing, overrides: dict[str, Any], where) -> dict[str, Any]:
+    """``detect_faces``, ``align`` (and ``margin``) to serve a run trained with
+    ``prep``: the run's own unless ``overrides`` asks otherwise, with a warning
+    then (``overrides`` loses those keys)."""
+    detect = overrides.pop("detect_faces", None)
+    align = overrides.pop("align", None)
+    trained = prep.align
+    if detect is None:
+        detect = trained != "none" if align is None else True
+    if align is None:
+        align = trained if trained != "none" else "template"
+    # FacePipeline's align="none" with detection is the raw detected box.
+    served = "none" if not detect else ("box" if align == "none" else align)
+    if served != trained:
+        words = {"none": "whole photos (no face detection)", "crop": "detected boxes plus margin",
+                 "template": "faces aligned on the 5-point template",
+                 "box": "detected boxes without margin"}
+        logger.warning(
+            "%s was trained on %s; serving it %s instead: its threshold and accuracy were "
+            "measured on the first (pass the run's own preparation, or calibrate a threshold "
+            "for this one)", where, words[trained], words[served])
+    chosen = {"detect_faces": bool(detect), "align": align}
+    if trained == "crop" and "margin" not in overrides:
+        chosen["margin"] = prep.margin
+    return chosen
 
 
 def list_images(directory: PathLike, recursive: bool = True) -> list[pathlib.Path]:
@@ -204,9 +232,15 @@ class FacePipeline:
         """Build a pipeline from a run folder written by ``fsl train facenet``.
 
         Loads the run's embedding model, and takes from ``config.json`` its
-        preprocessing (image size, channels, standardisation) and from
-        ``metrics.json`` the metric and the verification threshold. Keyword
-        arguments override what the files say.
+        preprocessing (``fsl.preprocessing.Preprocessing``: how faces were
+        cut out of the photos, image size, channels, standardisation) and
+        from ``metrics.json`` the metric and the verification threshold.
+        Faces are prepared as the model was trained: a run trained on whole
+        photos serves whole photos (no detection), one trained on aligned
+        faces detects and aligns them the same way. Keyword arguments
+        override what the files say; asking for another face preparation
+        (``detect_faces``, ``align``) logs a warning naming both, since the
+        run's threshold and accuracy hold only for the one it was trained on.
 
         Args:
             run_dir: the run folder.
@@ -241,6 +275,7 @@ class FacePipeline:
             raise FileNotFoundError(f"{str(run.path)!r} has no model ({run.embedding_path.name})")
         metrics = run.read_metrics() if run.metrics_path.is_file() else {}
         prep = run.preprocessing()
+        overrides.update(_serving_preparation(prep, overrides, run.path))
         for key in ("image_size", "channels"):
             if key in overrides:
                 value = overrides.pop(key)
@@ -271,9 +306,14 @@ class FacePipeline:
         ``preprocessing`` is ``None``; size and channels come from its
         signature unless given.
         """
-        from fsl.export import load_exported, signature_input_spec
+        from fsl.export import export_info, load_exported, signature_input_spec
 
         loaded = load_exported(export_dir)
+        contract = export_info(loaded).get("contract")
+        if contract is not None:
+            # Prepare faces as the exported model was trained.
+            kwargs.update(_serving_preparation(Preprocessing.from_config(contract), kwargs,
+                                               export_dir))
         spec = next(iter(signature_input_spec(loaded).values()))
         kwargs.setdefault("image_size", tuple(int(s) for s in spec.shape[1:3]))
         kwargs.setdefault("channels", int(spec.shape[-1]))
@@ -334,6 +374,11 @@ class FacePipeline:
                 f"Expected crops of shape [N, {self.image_size[0]}, {self.image_size[1]}, "
                 f"{self.channels}]. Received: shape={crops.shape}"
             )
+        if crops.size and 0 < crops.max() <= 1.0:
+            warnings.warn(
+                "Face crops are all <= 1, but the model takes pixels in 0..255: pass "
+                f"0..255 values (multiply by 255). Received: max={float(crops.max())!r}",
+                UserWarning, stacklevel=2)
         return self._embed_fn(self.prep.standardize_pixels(crops))
 
     def embed(self, image: Any) -> np.ndarray:
@@ -347,6 +392,23 @@ class FacePipeline:
             name = f" in {str(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
             raise NoFaceError(f"No face found{name}")
         return self.embed_images(found[0][1][None])[0]
+
+    def embed_files(self, paths: Sequence[PathLike]) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of the largest face of each file, skipping (with a warning
+        naming the file) those with no face or that cannot be read; returns
+        ``(embeddings [K, D], indices of the K files kept)``."""
+        embeddings, kept = [], []
+        for index, path in enumerate(paths):
+            try:
+                embeddings.append(self.embed(path))
+            except NoFaceError:
+                logger.warning("Skipping %s: no face found", path)
+                continue
+            except ValueError as error:  # unreadable or not an image
+                logger.warning("Skipping %s: %s", path, error)
+                continue
+            kept.append(index)
+        return (np.stack(embeddings) if embeddings else np.zeros((0, 0), np.float32)), kept
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances between rows of two embedding arrays (``self.metric``),
@@ -370,26 +432,23 @@ class FacePipeline:
 
         ``directory`` holds one folder per person (the folder name is the
         person's name) with one or more photos each: one-shot enrolment works
-        with a single photo. Photos with no face are skipped with a warning.
+        with a single photo. Photos with no face, or unreadable, are skipped with a warning naming them.
         """
         from fsl.evaluation.recognition import Gallery
 
         root = pathlib.Path(directory)
-        embeddings, names = [], []
+        paths = []
         for path in list_images(root):
             if path.parent == root:
                 logger.warning("Skipping %s: gallery photos go in one folder per person", path)
                 continue
-            try:
-                embeddings.append(self.embed(path))
-            except NoFaceError:
-                logger.warning("Skipping %s: no face found", path)
-                continue
-            names.append(path.parent.name)
-        if not embeddings:
+            paths.append(path)
+        embeddings, kept = self.embed_files(paths)
+        names = [paths[k].parent.name for k in kept]
+        if not kept:
             raise ValueError(f"No enrolable face found in gallery {str(root)!r}")
         gallery = Gallery(metric=self.metric, cohort=self.cohort)
-        gallery.enroll(np.stack(embeddings), names)
+        gallery.enroll(embeddings, names)
         return gallery
 
     def identify(self, image: Any, gallery) -> Identification:
@@ -398,6 +457,76 @@ class FacePipeline:
         names, distances = gallery.identify(embedding, self.threshold)
         nearest = gallery.nearest(embedding)[0][0] if hasattr(gallery, "nearest") else names[0]
         return Identification(names[0], float(distances[0]), self.threshold, str(nearest))
+
+    def calibrate(self, directory: PathLike, far: float | None = None, seed: int = 0) -> dict:
+        """Choose the threshold on the labelled pairs of a folder of the people served.
+
+        The chapter's recipe for a threshold that holds on one's own photos:
+        embed a labelled folder (one sub-folder per person) as this pipeline
+        serves photos, form all same-person pairs and as many different-person
+        pairs (``fsl.evaluation.verification_pairs``), and pick the threshold
+        of best accuracy, or the largest whose false-accept rate is at most
+        ``far`` (``fsl.evaluation.val_far``). On the S-norm scale when the
+        pipeline has a cohort. Photos with no face, or unreadable, are skipped with a warning naming them.
+
+        Args:
+            directory: folder with one sub-folder of photos per person (two
+                or more people, some with two or more photos).
+            far: target false-accept rate in ``[0, 1]``; ``None``: best accuracy.
+            seed: seed of the different pairs and of the 10 folds.
+
+        Returns:
+            ``threshold``, ``criterion``, ``accuracy_at_threshold``, ``val``
+            and ``far`` at it, ``kfold_accuracy`` / ``kfold_std`` (10-fold
+            accuracy, each fold's threshold chosen on the other nine: what to
+            expect on new pairs), the counts and ``score_norm``.
+
+        Raises:
+            FileNotFoundError: ``directory`` does not exist.
+            ValueError: ``far`` outside ``[0, 1]``, or too few faces for a
+                same and a different pair.
+        """
+        from fsl.data.faces import list_faces
+        from fsl.evaluation import (
+            accuracy_at_threshold,
+            best_threshold,
+            kfold_verification,
+            val_far,
+            verification_pairs,
+        )
+
+        if far is not None and not 0.0 <= float(far) <= 1.0:
+            raise ValueError(f"far must be in [0, 1]. Received: far={far!r}")
+        folder = list_faces(directory, min_images=1)
+        embeddings, kept = self.embed_files(folder.paths)
+        labels = np.asarray(folder.labels)[kept]
+        if len(labels) == 0:
+            raise ValueError(f"No face found in {str(directory)!r}")
+        i, j, same = verification_pairs(labels, seed)
+        distances = self.distance(embeddings[i], embeddings[j])
+        if far is None:
+            threshold, _ = best_threshold(distances, same)
+            criterion = "best accuracy"
+        else:
+            threshold = val_far(distances, same, float(far))["threshold"]
+            criterion = f"largest threshold with FAR <= {float(far):g}"
+        accepted = distances <= threshold
+        folds = kfold_verification(distances, same, n_folds=min(10, len(same)), seed=seed)
+        return {
+            "threshold": float(threshold),
+            "criterion": criterion,
+            "accuracy_at_threshold": accuracy_at_threshold(distances, same, threshold),
+            "val": float(np.mean(accepted[same == 1])),
+            "far": float(np.mean(accepted[same == 0])),
+            "kfold_accuracy": folds["mean_accuracy"],
+            "kfold_std": folds["std_accuracy"],
+            "pairs": int(len(same)),
+            "same_pairs": int(same.sum()),
+            "images": int(len(labels)),
+            "identities": int(len(np.unique(labels))),
+            "score_norm": self.cohort is not None,
+            "data": str(directory),
+        }
 
     def cluster(
         self, directory: PathLike, n_clusters: int | None = None, method: str = "agglomerative"
@@ -414,17 +543,13 @@ class FacePipeline:
             ``{cluster id: [paths]}``, largest cluster first. Photos with no
             face are skipped with a warning.
         """
-        paths, embeddings = [], []
-        for path in list_images(directory):
-            try:
-                embeddings.append(self.embed(path))
-                paths.append(path)
-            except NoFaceError:
-                logger.warning("Skipping %s: no face found", path)
-        if len(embeddings) < 2:
+        candidates = list_images(directory)
+        embeddings, kept = self.embed_files(candidates)
+        paths = [candidates[k] for k in kept]
+        if len(paths) < 2:
             raise ValueError(f"Need at least 2 faces to cluster in {str(directory)!r}")
         labels = cluster_embeddings(
-            np.stack(embeddings), n_clusters, method, self.threshold, self.metric, self.cohort
+            embeddings, n_clusters, method, self.threshold, self.metric, self.cohort
         )
         groups: dict[int, list[pathlib.Path]] = {}
         for label, path in zip(labels, paths):
