@@ -58,7 +58,7 @@ from typing import Any
 
 import keras
 
-from fsl import distances
+from fsl import distances, folders
 from fsl import preprocessing as preprocessing_lib
 from fsl._checks import PathLike, check_bool, check_choice
 
@@ -154,13 +154,22 @@ def _prepare_export_dir(export_dir: PathLike, overwrite: bool) -> pathlib.Path:
         raise FileExistsError(
             f"export_dir exists and is not a directory. Received: export_dir='{path}'"
         )
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"export_dir is not empty; pass overwrite=True (--overwrite on the command "
-            "line) to replace it. "
-            f"Received: export_dir='{path}'"
-        )
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"export_dir is not empty; pass overwrite=True (--overwrite on the command "
+                "line) to replace it. "
+                f"Received: export_dir='{path}'"
+            )
+        # Only an export fsl wrote is replaced (the marker, or an older fsl export).
+        path = folders.check_replaceable(path, "export", _legacy_export)
     return path
+
+
+def _legacy_export(path: pathlib.Path) -> bool:
+    """A SavedModel written by an ``fsl`` from before ownership markers."""
+    model = path / "saved_model.pb"
+    return model.is_file() and b"fsl_export_info" in model.read_bytes()
 
 
 def _write(archive, path: pathlib.Path) -> str:
@@ -172,8 +181,11 @@ def _write(archive, path: pathlib.Path) -> str:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         archive.write_out(str(tmp), verbose=False)
-        if path.is_dir():
-            shutil.rmtree(path)
+        folders.mark(tmp, "export")
+        if path.is_dir() and any(path.iterdir()):
+            folders.replace_owned(path, "export", _legacy_export)
+        elif path.is_dir():
+            path.rmdir()
         tmp.rename(path)
     finally:
         if tmp.exists():

@@ -34,7 +34,6 @@ import math
 import os
 import pathlib
 import platform
-import shutil
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -43,6 +42,7 @@ import keras
 import numpy as np
 
 from fsl._checks import check_choice
+from fsl.folders import FolderLock, atomic_save, atomic_write_text, mark, replace_owned
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,17 @@ def to_jsonable(value: Any) -> Any:
 
 
 def _write_json(path: pathlib.Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+def _legacy_run(path: pathlib.Path) -> bool:
+    """A run folder written by an ``fsl`` from before ownership markers."""
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "task" in config and "fsl" in (
+        config.get("versions") or {})
 
 
 def read_json(path: str | pathlib.Path) -> dict[str, Any]:
@@ -135,6 +143,23 @@ class RunDir:
 
     def __init__(self, path: str | pathlib.Path):
         self.path = pathlib.Path(path)
+        #: The ``fsl.folders.FolderLock`` held while this process writes the run.
+        self.lock: FolderLock | None = None
+
+    def release(self) -> None:
+        """Drop the run's lock, if this process holds it."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def save_model(self, model: keras.Model, which: str = "model") -> pathlib.Path:
+        """Save ``model.keras`` or ``embedding.keras`` atomically (a crash leaves
+        the old file or the new one)."""
+        paths = {"model": self.model_path, "embedding": self.embedding_path}
+        if which not in paths:
+            raise ValueError(f"which must be one of {sorted(paths)}. Received: which={which!r}")
+        atomic_save(paths[which], model.save)
+        return paths[which]
 
     # === Paths ===
     @property
@@ -403,13 +428,16 @@ def prepare_run(
     if resume:
         if not path.is_dir():
             raise FileNotFoundError(f"Cannot resume: run folder {str(path)!r} does not exist")
+        run_dir.lock = FolderLock(path.resolve()).acquire()
         if run_dir.metrics_path.is_file() and not run_dir.backup_dir.exists():
+            run_dir.release()
             raise FileExistsError(
                 f"Cannot resume: run {str(path)!r} already finished; use "
                 "overwrite to train it again or another run name"
             )
         logger.info("Resuming run %s from epoch %d", path, run_dir.completed_epochs())
-    elif path.exists():
+        return run_dir
+    if path.exists() or path.is_symlink():
         if not overwrite:
             raise FileExistsError(
                 f"Run folder {str(path)!r} already exists; use overwrite=True "
@@ -417,8 +445,12 @@ def prepare_run(
                 "it, or another run name"
             )
         logger.warning("Overwriting run folder %s", path)
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        resolved = replace_owned(path, "run", _legacy_run)
+        resolved.mkdir(parents=True)
+    else:
+        path.mkdir(parents=True)
+    mark(path, "run")
+    run_dir.lock = FolderLock(path.resolve()).acquire()
     return run_dir
 
 
@@ -482,7 +514,8 @@ def start_run(
     overwrite: bool,
     resume: bool,
 ) -> RunDir:
-    """Create the run folder and write a first ``config.json``."""
+    """Create (or reopen) the run folder, locked for this process, and write a
+    first ``config.json``; ``finish_run`` / ``fail_run`` drop the lock."""
     run_dir = prepare_run(task, output_dir, run, overwrite=overwrite, resume=resume)
     config = {
         "task": task,
@@ -493,12 +526,16 @@ def start_run(
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if resume and run_dir.config_path.is_file():
-        previous = run_dir.read_config()
-        _check_resumed_arguments(run_dir, task, previous, config["arguments"])
-        config["resumed_from_epoch"] = run_dir.completed_epochs()
-        config["started"] = previous.get("started", config["started"])
-    run_dir.write_config(config)
+    try:
+        if resume and run_dir.config_path.is_file():
+            previous = run_dir.read_config()
+            _check_resumed_arguments(run_dir, task, previous, config["arguments"])
+            config["resumed_from_epoch"] = run_dir.completed_epochs()
+            config["started"] = previous.get("started", config["started"])
+        run_dir.write_config(config)
+    except BaseException:
+        run_dir.release()
+        raise
     return run_dir
 
 
@@ -564,4 +601,17 @@ def finish_run(
     metrics["data_source"] = data_source
     run_dir.write_metrics(metrics)
     update_config(run_dir, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    run_dir.release()
     return metrics
+
+
+def fail_run(run_dir: RunDir, error: BaseException) -> None:
+    """Mark a run that died ``failed`` in ``config.json``, with the error, and
+    drop its lock (a resume continues it from its last checkpoint)."""
+    try:
+        update_config(run_dir, status="failed", failed=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      error=f"{type(error).__name__}: {error}")
+    except OSError as write_error:  # e.g. the disk that failed the run
+        logger.error("Could not mark %s failed: %s", run_dir.path, write_error)
+    finally:
+        run_dir.release()

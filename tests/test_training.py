@@ -162,7 +162,9 @@ def test_interrupted_run_resumes(tmp_path):
     assert run_dir.completed_epochs() == 1
     assert len(run_dir.history()["loss"]) == 1
     assert not run_dir.metrics_path.exists()
-    assert run_dir.read_config()["status"] == "running"
+    # The run that died says so, with the error; its lock is dropped.
+    died = run_dir.read_config()
+    assert died["status"] == "failed" and "RuntimeError: simulated" in died["error"]
 
     # Without resume/overwrite, the unfinished folder is protected too.
     with pytest.raises(FileExistsError):
@@ -208,10 +210,11 @@ def test_resume_reads_an_old_relative_data_dir_from_the_working_folder(tmp_path,
 
 
 def test_overwrite_replaces_folder(tmp_path):
-    (tmp_path / "old").mkdir()
+    prepare_run("siamese-mnist", tmp_path, "old").release()
     (tmp_path / "old" / "stale.txt").write_text("x")
     run_dir = prepare_run("siamese-mnist", tmp_path, "old", overwrite=True)
     assert run_dir.path.is_dir() and not (run_dir.path / "stale.txt").exists()
+    run_dir.release()
 
 
 def test_prepare_run_names_and_errors(tmp_path):

@@ -30,7 +30,7 @@ from fsl.models.facenet import POOLING_LAYERS
 from fsl.preprocessing import Preprocessing
 from fsl.runs import RunDir
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
-from fsl.training.options import RunOptions
+from fsl.training.options import RunOptions, guard_run
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def _split(data_dir, identities, test_identities, split_seed):
     return identity_split(folder, test_identities, split_seed)
 
 
+@guard_run
 def train_facenet(
     data_dir,
     epochs: int | None = None,
@@ -214,8 +215,8 @@ def train_facenet(
     x_test, y_test = _load(test_faces, prep)
     net, history, seconds = _fit(recipe, options, run_dir, batch_loss, x_train, y_train)
     embedder = _embedder(recipe, net, x_train, y_train)
-    net.save(run_dir.model_path)
-    embedder.save(run_dir.embedding_path)
+    run_dir.save_model(net, "model")
+    run_dir.save_model(embedder, "embedding")
     if recipe["score_norm"] == "s-norm":
         # The cohort S-norm scores against when the run verifies or exports.
         np.save(run_dir.cohort_path, predict(embedder, x_train).astype(np.float32))

@@ -33,7 +33,7 @@ from fsl.evaluation.protocols import evaluate_embeddings
 from fsl.preprocessing import Preprocessing
 from fsl.runs import RunDir
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
-from fsl.training.options import RunOptions
+from fsl.training.options import RunOptions, guard_run
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def _sizes(fast: bool, epochs, max_train, max_test, default_epochs: int):
 # === Siamese ===
 
 
+@guard_run
 def train_siamese_mnist(
     epochs: int | None = None,
     batch_size: int = 128,
@@ -254,8 +255,8 @@ def train_siamese_mnist(
     if augment > 0:
         dataset = _augment(dataset, augment, seed)
     history, seconds = options.fit(model, dataset, epochs, run_dir)
-    model.save(run_dir.model_path)
-    encoder.save(run_dir.embedding_path)
+    run_dir.save_model(model, "model")
+    run_dir.save_model(encoder, "embedding")
 
     # === Evaluation ===
     metrics = evaluate_embeddings(encoder, train, test, metric)
@@ -268,6 +269,7 @@ def train_siamese_mnist(
 # === Triplet ===
 
 
+@guard_run
 def train_triplet_mnist(
     epochs: int | None = None,
     loss: str = "semihard",
@@ -419,8 +421,8 @@ def train_triplet_mnist(
 
     # === Training ===
     history, seconds = options.fit(model, dataset, epochs, run_dir)
-    model.save(run_dir.model_path)
-    model.save(run_dir.embedding_path)
+    run_dir.save_model(model, "model")
+    run_dir.save_model(model, "embedding")
 
     # === Evaluation ===
     metrics = evaluate_embeddings(model, train, test, metric)

@@ -21,7 +21,7 @@ from fsl._checks import (
 from fsl.evaluation.protocols import evaluate_mtfl
 from fsl.preprocessing import Preprocessing
 from fsl.runs import RunDir
-from fsl.training.options import RunOptions
+from fsl.training.options import RunOptions, guard_run
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ SYNTHETIC_SIZE, FAST_SYNTHETIC_SIZE, FAST_EPOCHS = 10000, 120, 1
 DEFAULT_LOSS_WEIGHTS = {"landmarks": 100.0}
 
 
+@guard_run
 def train_mtfl(
     epochs: int | None = None,
     batch_size: int = 64,
@@ -161,7 +162,7 @@ def train_mtfl(
 
     # === Training ===
     history, seconds = options.fit(model, train_ds, epochs, run_dir, steps_per_epoch=steps_per_epoch)
-    model.save(run_dir.model_path)
+    run_dir.save_model(model, "model")
 
     # === Evaluation ===
     metrics = evaluate_mtfl(model, test_ds)

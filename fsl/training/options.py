@@ -9,7 +9,9 @@ and gathers them here, so they are written, validated and documented once.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -22,6 +24,34 @@ from fsl import runs
 from fsl._checks import check_bool
 
 logger = logging.getLogger(__name__)
+
+#: The run folder the current trainer call started (``RunOptions.start``).
+_ACTIVE_RUN: contextvars.ContextVar[runs.RunDir | None] = contextvars.ContextVar(
+    "fsl_active_run", default=None)
+
+
+def guard_run(trainer):
+    """Decorate a trainer: if it dies after starting its run folder, the run is
+    marked ``failed`` with the error (``fsl.runs.fail_run``) and its lock
+    dropped; the exception goes on."""
+
+    @functools.wraps(trainer)
+    def wrapper(*args, **kwargs):
+        token = _ACTIVE_RUN.set(None)
+        try:
+            return trainer(*args, **kwargs)
+        except BaseException as error:
+            run_dir = _ACTIVE_RUN.get()
+            if run_dir is not None:
+                runs.fail_run(run_dir, error)
+            raise
+        finally:
+            run_dir = _ACTIVE_RUN.get()
+            if run_dir is not None:
+                run_dir.release()
+            _ACTIVE_RUN.reset(token)
+
+    return wrapper
 
 def check_jit(jit_compile: Any) -> bool | str:
     if jit_compile not in (True, False, "auto"):
@@ -129,8 +159,10 @@ class RunOptions:
     def start(self, task: str, arguments: Mapping[str, Any]) -> runs.RunDir:
         """Create (or reopen, to resume) the run folder; write ``config.json``
         with the trainer's ``arguments`` and these options."""
-        return runs.start_run(task, {**arguments, **self.arguments()}, self.output_dir,
-                              self.run, self.overwrite, self.resume)
+        run_dir = runs.start_run(task, {**arguments, **self.arguments()}, self.output_dir,
+                                 self.run, self.overwrite, self.resume)
+        _ACTIVE_RUN.set(run_dir)
+        return run_dir
 
     def dtype_policy(self):
         """The context in which the run's models are built (``mixed_precision``)."""
