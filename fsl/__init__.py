@@ -16,28 +16,34 @@ uses ``keras.ops`` only and runs on every Keras backend. Input pipelines
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
 
-# Eager: these register Keras serializables and are cheap to import.
-from fsl import (  # noqa: E402
-    distances,
-    layers,
-    losses,
-    mining,
-    models,
-    preprocessing,
-)
-
-# Lazy: heavier modules (tf.data, sklearn, mtcnn) load on first use.
+#: The modules that register fsl's Keras serializables, and the other light ones.
+_CORE = ("distances", "layers", "losses", "mining", "models", "preprocessing")
+# Heavier modules (tf.data, sklearn, mtcnn) load on first use.
 _LAZY = ("data", "evaluation", "faces", "export", "runs", "training", "cli")
 
-__all__ = ["distances", "layers", "losses", "mining", "models", "preprocessing", *_LAZY]
+__all__ = [*_CORE, *_LAZY, "register_serializables"]
+
+
+def register_serializables() -> None:
+    """Import the modules that register ``fsl``'s losses, layers and models with
+    Keras, so that ``keras.saving.load_model`` finds them. ``import fsl`` does it,
+    except in the ``fsl`` command's light start (``FSL_LIGHT_IMPORT=1``), where
+    the commands that load a model call it."""
+    for name in _CORE:
+        globals()[name] = importlib.import_module(f"fsl.{name}")
+
+
+if os.environ.get("FSL_LIGHT_IMPORT") != "1":
+    register_serializables()
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name in _LAZY or name in _CORE:
         module = importlib.import_module(f"fsl.{name}")
         globals()[name] = module
         return module
@@ -45,4 +51,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_CORE))

@@ -10,8 +10,6 @@ failing inside TensorFlow or ``mtcnn``.
 
 from __future__ import annotations
 
-import keras
-
 __all__ = ["BackendError", "require_tensorflow"]
 
 
@@ -33,6 +31,8 @@ def require_tensorflow(feature: str, hint: str = "") -> None:
 
     >>> require_tensorflow("SavedModel export")  # on TensorFlow: returns None
     """
+    import keras
+
     backend = keras.backend.backend()
     if backend != "tensorflow":
         raise BackendError(

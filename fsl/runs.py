@@ -36,13 +36,15 @@ import pathlib
 import platform
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from fsl._checks import check_choice
 from fsl.folders import FolderLock, atomic_save, atomic_write_text, mark, replace_owned
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ BACKUP_DIR = "backup"
 
 def versions() -> dict[str, str]:
     """Versions of the software a run depends on (for ``config.json``)."""
+    import keras
+
     import fsl
 
     info = {
@@ -238,6 +242,11 @@ class RunDir:
             ValueError: ``which`` is neither.
             FileNotFoundError: the run has no such file.
         """
+        import keras
+
+        import fsl
+
+        fsl.register_serializables()
         paths = {"model": self.model_path, "embedding": self.embedding_path}
         if which not in paths:
             raise ValueError(f"which must be one of {sorted(paths)}. Received: which={which!r}")
@@ -311,6 +320,8 @@ class RunDir:
         written before anything after it (e.g. an interruption) runs.
         ``extra`` callbacks come last.
         """
+        import keras
+
         callbacks = [
             keras.callbacks.BackupAndRestore(str(self.backup_dir), delete_checkpoint=True),
             keras.callbacks.CSVLogger(str(self.history_path), append=True),
@@ -495,6 +506,8 @@ def dtype_policy(name: str):
     reloaded. ``compile`` wraps the optimizer in a ``LossScaleOptimizer``
     for ``mixed_float16``.
     """
+    import keras
+
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:

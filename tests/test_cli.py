@@ -132,6 +132,41 @@ def test_existing_run_dir(capsys, tmp_path):
     assert list((tmp_path / "taken").iterdir()) == []
 
 
+_LIGHT = """
+import json, sys, fsl_main
+codes = [fsl_main.main(argv) for argv in (["--help"], ["train", "facenet", "--help"],
+                                        ["verify", "--help"], ["train", "facenet", "--p", "x"],
+                                        ["--version"])]
+print(json.dumps({"codes": codes, "loaded": sorted(m for m in ("tensorflow", "keras", "jax")
+                                                   if m in sys.modules)}))
+"""
+
+
+def test_help_and_argument_errors_import_no_tensorflow():
+    # The fsl console script (fsl_main) answers --help and refuses a bad argument
+    # without importing Keras or TensorFlow: checked on sys.modules, not the clock.
+    env = {k: v for k, v in os.environ.items() if k != "FSL_LIGHT_IMPORT"}
+    result = subprocess.run([sys.executable, "-c", _LIGHT], capture_output=True, text=True,
+                            env=env, timeout=120)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"codes": [0, 0, 0, 2, 0], "loaded": []}, result.stderr[-2000:]
+    assert "fsl: error: argument --p: expected a positive integer, got 'x'" in result.stderr
+
+
+def test_the_console_script_is_quiet(tmp_path):
+    # No TensorFlow start-up lines without --verbose: exactly one line, ours.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "FSL_LIGHT_IMPORT")}
+    missing = str(tmp_path / "missing")
+    result = subprocess.run([sys.executable, "-m", "fsl_main", "evaluate", missing],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"fsl: error: Run folder not found: {missing!r}"]
+    verbose = subprocess.run([sys.executable, "-m", "fsl_main", "-v", "evaluate", missing],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert verbose.returncode == 2 and len(verbose.stderr.splitlines()) > 1
+
+
 def test_python_m_fsl_one_line_error(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(

@@ -26,8 +26,10 @@ run)``; ``run(args)`` returns an exit status (``None`` means 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Similarity learning in Keras 3: train, evaluate, embed, export.",
     )
     parser.add_argument("--version", action="version", version=f"fsl {fsl.__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log INFO messages, TensorFlow's start-up messages included")
     parser.add_argument(TRACEBACK_FLAG, action="store_true",
                         help="show the full trace of an error (accepted anywhere)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -140,6 +143,40 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(sub)
         sub.set_defaults(_command=cmd)
     return parser
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool):
+    """Send what is written to file descriptor 2 (TensorFlow's C++ start-up
+    lines, printed before its logging can be configured) to ``os.devnull``."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_fsl(verbose: bool) -> None:
+    """Import Keras (and its backend) quietly unless ``verbose``, and register
+    fsl's serializable classes: what every command needs once its arguments
+    are known to be good."""
+    import fsl
+
+    with _quiet_stderr(not verbose):
+        import keras  # noqa: F401
+
+        fsl.register_serializables()
+    if not verbose:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def _one_line(error: BaseException) -> str:
@@ -173,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("fsl").setLevel(logging.INFO)
     cmd: Command = args._command
     try:
+        _load_fsl(args.verbose)
         status = cmd.run(args)
     except EXPECTED_ERRORS as error:
         if show_trace:

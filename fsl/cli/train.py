@@ -21,9 +21,8 @@ from fsl.cli.args import (
 )
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
 from fsl.runs import PRECISIONS
-from fsl.training.facenet import EMBEDDINGS, POOLINGS
+from fsl.training.choices import DEFAULT_K, EMBEDDINGS, POOLINGS
 from fsl.training.losses import LOSS_OPTIONS, TRIPLET_LOSSES
-from fsl.training.mnist import DEFAULT_K
 
 
 def _add_loss_option(parser: argparse.ArgumentParser) -> None:

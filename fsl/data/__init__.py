@@ -14,13 +14,32 @@
   synthetic MTFL-format generator (labelled synthetic wherever it is used).
 """
 
-from fsl.data import faces, lfw, mnist, mtfl, pairs, sampling
-from fsl.data.faces import FaceFolder, face_dataset, identity_split, list_faces, load_images_numpy
-from fsl.data.lfw import LfwPairs, load_lfw_tfds, parse_pairs
-from fsl.data.mnist import MnistData, load_mnist
-from fsl.data.mtfl import load_mtfl, mtfl_dataset, read_annotations, synthesize
-from fsl.data.pairs import make_eval_pairs, pair_dataset
-from fsl.data.sampling import pk_batches, pk_dataset, pk_file_dataset
+import importlib
+from typing import Any
+
+#: Where each name of ``fsl.data`` lives; the modules (TensorFlow among their
+#: imports) load on first use, so ``fsl.data.mnist.SOURCES`` costs no import of
+#: TensorFlow.
+_NAMES = {
+    "FaceFolder": "faces", "face_dataset": "faces", "identity_split": "faces",
+    "list_faces": "faces", "load_images_numpy": "faces",
+    "LfwPairs": "lfw", "load_lfw_tfds": "lfw", "parse_pairs": "lfw",
+    "MnistData": "mnist", "load_mnist": "mnist",
+    "load_mtfl": "mtfl", "mtfl_dataset": "mtfl", "read_annotations": "mtfl",
+    "synthesize": "mtfl",
+    "make_eval_pairs": "pairs", "pair_dataset": "pairs",
+    "pk_batches": "sampling", "pk_dataset": "sampling", "pk_file_dataset": "sampling",
+}
+_MODULES = ("augment", "faces", "lfw", "mnist", "mtfl", "mtfl_synthetic", "pairs", "sampling")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"fsl.data.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"fsl.data.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'fsl.data' has no attribute {name!r}")
+
 
 __all__ = [
     "FaceFolder",

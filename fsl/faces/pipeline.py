@@ -266,7 +266,9 @@ class FacePipeline:
             )
         import keras
 
-        import fsl  # noqa: F401  (registers fsl's layers for load_model)
+        import fsl
+
+        fsl.register_serializables()  # fsl's layers, for load_model
         from fsl.runs import open_run
 
         run = open_run(run_dir)

@@ -26,9 +26,9 @@ from fsl._deprecation import moved_names
 from fsl.data.augment import augment_batches
 from fsl.evaluation.protocols import CROSS_FIT_MIN_PEOPLE, SCORE_NORMS, evaluate_faces
 from fsl.models.base import predict
-from fsl.models.facenet import POOLING_LAYERS
 from fsl.preprocessing import Preprocessing
 from fsl.runs import RunDir
+from fsl.training.choices import EMBEDDINGS, POOLINGS
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
 from fsl.training.options import RunOptions, guard_run
 
@@ -39,9 +39,6 @@ DEFAULT_EPOCHS = 80
 #: identities per P x K batch by default (fewer if fewer people train).
 DEFAULT_P = 30
 STANDARDIZE = ("fixed", "prewhiten", "unit")
-EMBEDDINGS = ("pooled", "projection")
-#: ``pooling`` choices: ``fsl.models.facenet_model``'s.
-POOLINGS = tuple(POOLING_LAYERS)
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
 # up to 5% of the side, zoom in or out up to 10%, left-right flip; borders

@@ -9,13 +9,14 @@ and distance and the ``loss_options`` a user gave.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-from fsl import losses
 from fsl._checks import check_choice
+
+if TYPE_CHECKING:
+    import keras
 
 #: ``loss`` values of the triplet trainers (MNIST and faces): the online
 #: triplet losses, and the lifted-structure, multi-similarity and circle
@@ -77,6 +78,8 @@ def triplet_loss(
     (``margin`` and ``metric`` unused) where ``options`` does not set them.
     ``options``: more of the class's arguments (``check_loss_options``); a
     bad value raises the class's ``ValueError``."""
+    from fsl import losses
+
     options = check_loss_options(check_choice("loss", loss, TRIPLET_LOSSES), options)
     if loss in PAIR_WEIGHTING_LOSSES:
         return losses.get(loss, **options)

@@ -32,6 +32,7 @@ from fsl.data.augment import augment_batches
 from fsl.evaluation.protocols import evaluate_embeddings
 from fsl.preprocessing import Preprocessing
 from fsl.runs import RunDir
+from fsl.training.choices import DEFAULT_K
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
 from fsl.training.options import RunOptions, guard_run
 
@@ -39,11 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: Sizes used by ``fast=True`` (a smoke run of seconds, not a useful model).
 FAST_TRAIN, FAST_TEST, FAST_EPOCHS = 600, 200, 1
-#: Digits per class in a P x K batch when ``k`` is not given, per loss: 4
-#: (Hermans et al.'s K) for the losses that weight each anchor's hardest
-#: pairs, 16 for semi-hard and batch-all (``benchmarks/README.md``).
-DEFAULT_K = {"semihard": 16, "hard": 4, "batch-all": 16, "lifted": 4,
-             "multi-similarity": 4, "circle": 4}
 #: ``train_siamese_mnist``'s default epochs.
 SIAMESE_EPOCHS = 30
 MNIST_PREPROCESSING = Preprocessing((28, 28), channels=1, standardize="unit").to_config()
