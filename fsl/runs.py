@@ -314,7 +314,7 @@ class RunDir:
         return metrics
 
     def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
-        """The run's callbacks: backup/restore, per-epoch CSV, TensorBoard.
+        """The run's callbacks: backup/restore, per-epoch CSV, stop on NaN, TensorBoard.
 
         ``BackupAndRestore`` comes first so that the checkpoint of an epoch is
         written before anything after it (e.g. an interruption) runs.
@@ -325,6 +325,8 @@ class RunDir:
         callbacks = [
             keras.callbacks.BackupAndRestore(str(self.backup_dir), delete_checkpoint=True),
             keras.callbacks.CSVLogger(str(self.history_path), append=True),
+            # fsl's losses turn NaN or inf embeddings into a NaN loss: stop there.
+            keras.callbacks.TerminateOnNaN(),
         ]
         if tensorboard_available():
             callbacks.append(

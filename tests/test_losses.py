@@ -494,3 +494,56 @@ def test_metric_loss_base_calls_its_function_with_its_options():
     assert {k: config[k] for k in ("alpha", "beta", "epsilon", "lmda", "center")} == {
         "alpha": 3.0, "beta": 20.0, "epsilon": 0.2, "lmda": 0.4, "center": 1.0}
     assert isinstance(loss, losses.MetricLoss)
+
+
+# === Labels, batches and non-finite values (nothing silent) ===
+
+BATCH_CLASSES = [losses.TripletSemiHardLoss, losses.TripletHardLoss, losses.TripletBatchAllLoss,
+                 losses.LiftedStructLoss, losses.MultiSimilarityLoss, losses.CircleLoss]
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("cls", BATCH_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_large_integer_labels_stay_distinct_classes(cls, dtype):
+    # Keras' Loss.__call__ casts y_true to the loss dtype: 2**24 + 1 is 2**24 in
+    # float32, 2049 is 2048 in float16. The classes keep their integer labels.
+    labels, x = _batch(7, b=12, classes=3)
+    big = {"float32": 2**24, "float16": 2048}[dtype] + labels.astype("int64")
+    loss = cls(dtype=dtype)
+    want = _f(loss(labels, x))
+    assert _f(loss(big, x)) == pytest.approx(want, rel=2e-3 if dtype == "float16" else 1e-6)
+    merged = np.asarray(big, dtype).astype("int64")  # what a cast would have made of them
+    assert len(np.unique(merged)) < len(np.unique(big))
+
+
+@pytest.mark.backend_agnostic
+def test_label_and_batch_mistakes_are_errors_naming_them():
+    labels, x = _batch(3, b=6)
+    with pytest.raises(ValueError, match=r"y_true.shape=\(1,\), y_pred.shape=\(6, 8\)"):
+        losses.TripletSemiHardLoss()(labels[:1], x)
+    with pytest.raises(ValueError, match=r"values \[-1.0, 2.0\]"):
+        losses.ContrastiveLoss()(np.array([0.0, 1.0, 2.0, -1.0]), np.array([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(ValueError, match=r"y_true.shape=\(2,\), y_pred.shape=\(4,\)"):
+        losses.contrastive_loss(np.array([0.0, 1.0]), np.array([0.1, 0.2, 0.3, 0.4]))
+    bad = x.copy()
+    bad[0, 0], bad[1, 1] = np.nan, np.inf
+    with pytest.raises(ValueError, match="y_pred holds 2 NaN or infinite"):
+        losses.TripletHardLoss()(labels, bad)
+    with pytest.raises(ValueError, match="y_true holds 1 NaN"):
+        losses.triplet_semihard_loss(np.array([0.0, np.nan, 1.0, 1.0, 0.0, 1.0]), x)
+
+
+@pytest.mark.backend_agnostic
+def test_nan_embeddings_make_the_loss_nan_inside_fit():
+    # A model with NaN weights: the L2 semi-hard loss used to report a finite value
+    # (often the margin); now the loss is NaN and TerminateOnNaN stops training.
+    labels, x = _batch(4, b=16)
+    inputs = keras.Input((8,))
+    dense = keras.layers.Dense(4)
+    model = keras.Model(inputs, dense(inputs))
+    model.compile("sgd", loss=losses.TripletSemiHardLoss(margin=0.5))
+    dense.kernel.assign(np.full((8, 4), np.nan, "float32"))
+    history = model.fit(x, labels, batch_size=8, epochs=3, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert np.isnan(history.history["loss"][0]) and len(history.history["loss"]) == 1

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+from keras.src.losses.loss import reduce_weighted_values  # what Loss.__call__ applies
 
 from fsl import distances as distances_lib
 from fsl import mining
@@ -143,8 +145,40 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
 # === Shared computation ===
 
 
+def _concrete(x) -> np.ndarray | None:
+    """``x`` as numpy when it has values now (eager), ``None`` inside a traced
+    function (``tf.function``, ``jax.jit``), where only shapes are known."""
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # noqa: BLE001 - a symbolic tensor or tracer
+        return None
+
+
+def _check_finite(name: str, x) -> None:
+    """Eagerly, NaN or inf in ``x`` is an error naming how many values."""
+    values = _concrete(x)
+    if values is not None and values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s); a loss of them "
+                         f"means nothing. Received: {name} with shape {tuple(values.shape)}")
+
+
+def _check_batch(y_true, y_pred) -> None:
+    """Labels and embeddings of one batch: the same batch size (no broadcast)."""
+    n_true = y_true.shape[0] if len(y_true.shape) else None
+    n_pred = y_pred.shape[0] if len(y_pred.shape) else None
+    if n_true is not None and n_pred is not None and n_true != n_pred:
+        raise ValueError(
+            "y_true and y_pred must hold the same batch. Received: "
+            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
+
+
 def _prepare_batch(y_true, y_pred, distance_metric):
     y_pred = _check_rank(y_pred, 2, "y_pred", "[B, D] (embeddings)")
+    y_true = ops.convert_to_tensor(y_true)
+    _check_batch(y_true, y_pred)
+    _check_finite("y_true", y_true)
+    _check_finite("y_pred", y_pred)
     embeddings, dtype = _to_compute_dtype(y_pred)
     positive_mask, negative_mask = mining.build_masks(y_true)
     distances = distances_lib.pairwise_distances(embeddings, distance_metric)
@@ -213,8 +247,26 @@ class MetricLoss(keras.losses.Loss):
         for key, value in options.items():
             setattr(self, key, _validate_option(key, value))
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """``keras.losses.Loss.__call__``, except that integer labels keep their
+        dtype: Keras casts ``y_true`` to the loss dtype, which would merge class
+        ids above 2**24 in float32 (2**11 in float16, 2**8 in bfloat16)."""
+        y_true = ops.convert_to_tensor(y_true)
+        if "int" not in keras.backend.standardize_dtype(y_true.dtype):
+            return super().__call__(y_true, y_pred, sample_weight)
+        with keras.name_scope(self.name):
+            y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+            return reduce_weighted_values(
+                self.call(y_true, y_pred), sample_weight=sample_weight,
+                reduction=self.reduction, dtype=self.dtype)
+
     def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred, **{key: getattr(self, key) for key in self._option_names})
+        loss = self.fn(y_true, y_pred, **{key: getattr(self, key) for key in self._option_names})
+        # Inside fit, NaN or inf in the embeddings makes the loss NaN (so that
+        # keras.callbacks.TerminateOnNaN stops the run) instead of a finite
+        # value some distance metrics would give; eagerly it is an error.
+        finite = ops.all(ops.isfinite(ops.convert_to_tensor(y_pred)))
+        return ops.where(finite, loss, ops.full_like(loss, float("nan")))
 
     def get_config(self) -> dict:
         config = super().get_config()

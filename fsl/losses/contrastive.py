@@ -7,6 +7,7 @@ identity, ``0`` DIFFERENT; a distance is smaller for more similar pairs.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from fsl import distances as distances_lib
@@ -15,6 +16,7 @@ from fsl.losses.base import (
     MetricLoss,
     _check_rank,
     _check_stacked,
+    _concrete,
     _match_rank,
     _validate_margin,
     _validate_metric,
@@ -64,8 +66,17 @@ def contrastive_loss(y_true, y_pred, margin: float = 1.0):
     y_pred = ops.convert_to_tensor(y_pred)
     if "float" not in keras.backend.standardize_dtype(y_pred.dtype):
         y_pred = ops.cast(y_pred, "float32")
-    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    y_true = ops.convert_to_tensor(y_true)
+    labels = _concrete(y_true)
+    if labels is not None and not np.all(np.isin(labels, (0, 1))):
+        odd = sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]
+        raise ValueError("y_true must be 1 (same) or 0 (different) for each pair. Received: "
+                         f"y_true with values {odd}")
+    y_true = ops.cast(y_true, y_pred.dtype)
     y_true, y_pred = _match_rank(y_true, y_pred)
+    if y_true.shape != y_pred.shape and None not in (*y_true.shape, *y_pred.shape):
+        raise ValueError("y_true and y_pred must have one value per pair. Received: "
+                         f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
     return y_true * ops.square(y_pred) + (1.0 - y_true) * ops.square(
         ops.maximum(margin - y_pred, 0.0)
     )
