@@ -784,6 +784,8 @@ def test_trainers_refuse_unknown_keywords(tmp_path):
         ({"split_seed": -1}, "split_seed=-1"),
         ({"wccn": 0}, "wccn must be a finite number > 0. Received: wccn=0"),
         ({"wccn": "yes"}, "wccn='yes'"),
+        ({"k": 1}, "k must be >= 2 faces per person.*Received: k=1"),
+        ({"image_size": 4}, "image_size must be >= 32.*Received: image_size=4"),
         ({"loss": "circle", "loss_options": {"gamma": 0}}, "gamma.*Received: gamma=0"),
         ({"loss_options": {"soft": True}}, "'soft' is not an option of loss='semihard'"),
         ({"loss_options": "gamma=1"}, "loss_options must be a dict.*'gamma=1'"),
@@ -923,3 +925,19 @@ def test_predict_pads_to_one_batch_shape(n):
     assert got.shape == (n, 2)
     shapes = {tuple(keras.tree.flatten(data)[0].shape) for data in seen}
     assert shapes == {(4, 3)}, shapes
+
+
+def test_checks_that_need_the_data_come_before_the_run_folder(tmp_path, orl_dir):
+    # One test person leaves no different pair: refused before training (it used
+    # to train fully and die at evaluation); a P above the classes or K = 1 on MNIST
+    # likewise. Nothing is written.
+    from fsl.training import train_facenet, train_triplet_mnist
+
+    runs_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match="at least 2 test people.*Received: 1 test identity"):
+        train_facenet(orl_dir, test_identities=1, output_dir=runs_dir, verbose=0)
+    with pytest.raises(ValueError, match="p must be 2..10 MNIST classes.*Received: p=11"):
+        train_triplet_mnist(p=11, output_dir=runs_dir, verbose=0)
+    with pytest.raises(ValueError, match="k must be >= 2 digits.*Received: k=1"):
+        train_triplet_mnist(k=1, output_dir=runs_dir, verbose=0)
+    assert not runs_dir.exists()

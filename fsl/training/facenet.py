@@ -38,6 +38,8 @@ FAST_EPOCHS = 1
 DEFAULT_EPOCHS = 80
 #: identities per P x K batch by default (fewer if fewer people train).
 DEFAULT_P = 30
+#: The smallest input side ``fsl.models.facenet_model`` takes.
+MIN_IMAGE_SIZE = 32
 STANDARDIZE = ("fixed", "prewhiten", "unit")
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
@@ -187,7 +189,7 @@ def train_facenet(
     batch_loss = triplet_loss(recipe["loss"], recipe["margin"], options=recipe["loss_options"])
     train_faces, test_faces = _split(data_dir, recipe["identities"], test_identities,
                                      recipe["split_seed"])
-    _check_people(recipe, train_faces.num_classes)
+    _check_people(recipe, train_faces.num_classes, test_faces.num_classes)
     if recipe["p"] is None:
         recipe["p"] = min(DEFAULT_P, train_faces.num_classes)
     # An absolute path: the run re-evaluates (and resumes) from any working folder.
@@ -254,6 +256,12 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
         recipe["p"] = check_positive_int("p", recipe["p"])
     for name in ("k", "image_size", "embedding_dim"):
         recipe[name] = check_positive_int(name, recipe[name])
+    if recipe["k"] < 2:
+        raise ValueError("k must be >= 2 faces per person in a P x K batch (a positive pair "
+                         f"needs two; with k=1 the loss is 0 throughout). Received: k={recipe['k']}")
+    if recipe["image_size"] < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} for fsl.models.facenet_model. "
+                         f"Received: image_size={recipe['image_size']}")
     for name in ("margin", "learning_rate"):
         recipe[name] = check_positive_float(name, recipe[name])
     recipe["loss_options"] = check_loss_options(loss, recipe["loss_options"])
@@ -273,8 +281,12 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
     return recipe
 
 
-def _check_people(recipe: dict[str, Any], n_train: int) -> None:
-    """What the number of training people allows: ``p`` and the cross-fit of ``wccn``."""
+def _check_people(recipe: dict[str, Any], n_train: int, n_test: int = 2) -> None:
+    """What the numbers of people allow: ``p``, the cross-fit of ``wccn``, and test
+    people enough for a different pair."""
+    if n_test < 2:
+        raise ValueError("test_identities must leave at least 2 test people (verification "
+                         f"needs different-person pairs). Received: {n_test} test identity")
     if recipe["wccn"] is not None and n_train < CROSS_FIT_MIN_PEOPLE:
         raise ValueError(f"wccn needs at least {CROSS_FIT_MIN_PEOPLE} training identities "
                          "(thresholds are chosen out of sample). Received: "

@@ -363,8 +363,12 @@ def train_triplet_mnist(
     p = check_positive_int("p", p)
     k = DEFAULT_K[loss] if k is None else check_positive_int("k", k)
     batch_size = check_positive_int("batch_size", batch_size)
-    if sampler == "pk" and p * k < 2:
-        raise ValueError(f"A P x K batch needs p * k >= 2. Received: p={p}, k={k}")
+    if sampler == "pk" and not 2 <= p <= 10:
+        raise ValueError(f"p must be 2..10 MNIST classes per P x K batch (negatives need two "
+                         f"classes). Received: p={p}")
+    if sampler == "pk" and k < 2:
+        raise ValueError(f"k must be >= 2 digits per class in a P x K batch (a positive pair "
+                         f"needs two; with k=1 the loss is 0 throughout). Received: k={k}")
     embedding_dim = check_positive_int("embedding_dim", embedding_dim)
     margin = check_positive_float("margin", margin)
     learning_rate = check_positive_float("learning_rate", learning_rate)
