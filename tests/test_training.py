@@ -804,13 +804,14 @@ def test_facenet_wccn_needs_four_training_people(tmp_path):
 
     from fsl.training import train_facenet
 
-    for person in range(4):
+    for person in range(5):
         (tmp_path / "faces" / f"s{person}").mkdir(parents=True)
         for shot in range(2):
             Image.fromarray(np.full((8, 8), 40 * person + shot, "uint8")).save(
                 tmp_path / "faces" / f"s{person}" / f"{shot}.png")
+    # 5 people, 2 of them to test (verification needs a different pair): 3 train.
     with pytest.raises(ValueError, match="at least 4 training identities.*Received: 3"):
-        train_facenet(tmp_path / "faces", test_identities=1, fast=True, image_size=32,
+        train_facenet(tmp_path / "faces", test_identities=2, fast=True, image_size=32,
                       output_dir=tmp_path / "runs", verbose=0)
     assert not (tmp_path / "runs").exists()
 
