@@ -221,15 +221,25 @@ def _keras_stats(x, axes):
     return mean, ops.sqrt(ops.mean(ops.square(x - mean), axis=axes, keepdims=True))
 
 
-def _standardize_with(x, mode, stats: Callable, maximum: Callable, n):
-    """The formulas, once; ``stats``/``maximum`` are the array library's."""
+def _standardize_with(x, mode, stats: Callable, maximum: Callable, floor: Callable,
+                      axes=(-3, -2, -1)):
+    """The formulas, once; ``stats``/``maximum`` are the array library's and
+    ``floor()`` gives prewhiten's ``1 / sqrt(n)`` (a number, or a tensor when
+    ``n`` is known only when the graph runs)."""
     if mode == "fixed":
         return (x - FIXED_CENTER) / FIXED_SCALE
     if mode == "unit":
         return x / UNIT_SCALE
-    # prewhiten: statistics over each image's H, W and C.
-    mean, std = stats(x, (-3, -2, -1))
-    return (x - mean) / maximum(std, 1.0 / math.sqrt(n))
+    # prewhiten: statistics over each image's values (H, W and C by default).
+    mean, std = stats(x, axes)
+    return (x - mean) / maximum(std, floor())
+
+
+def _static_floor(dims) -> Callable | None:
+    """``1 / sqrt(prod(dims))`` as a number when every dim is known, else ``None``."""
+    if any(dim is None for dim in dims):
+        return None
+    return lambda: 1.0 / math.sqrt(int(np.prod(dims)))
 
 
 def standardize(images, mode: str | None):
@@ -261,17 +271,14 @@ def standardize(images, mode: str | None):
         x = tf.cast(images, tf.float32)
         if mode is None:
             return x
-        n = int(np.prod(x.shape[-3:])) if None not in x.shape[-3:] else None
-        if mode == "prewhiten" and n is None:
-            n_t = tf.cast(tf.reduce_prod(tf.shape(x)[-3:]), tf.float32)
-            mean, std = _tf_stats(x, (-3, -2, -1))
-            return (x - mean) / tf.maximum(std, 1.0 / tf.sqrt(n_t))
-        return _standardize_with(x, mode, _tf_stats, tf.maximum, n)
+        floor = _static_floor(x.shape[-3:]) or (lambda: 1.0 / tf.sqrt(
+            tf.cast(tf.reduce_prod(tf.shape(x)[-3:]), tf.float32)))
+        return _standardize_with(x, mode, _tf_stats, tf.maximum, floor)
     x = np.asarray(images, dtype=np.float32)
     if mode is None:
         return x
-    n = int(np.prod(x.shape[-3:]))
-    return _standardize_with(x, mode, _numpy_stats, np.maximum, n).astype(np.float32)
+    return _standardize_with(x, mode, _numpy_stats, np.maximum,
+                             _static_floor(x.shape[-3:])).astype(np.float32)
 
 
 def standardize_tensor(x, mode: str):
@@ -281,17 +288,11 @@ def standardize_tensor(x, mode: str):
     from keras import ops
 
     mode = check_choice("mode", mode, STANDARDIZE_MODES)
-    if mode != "prewhiten":
-        return _standardize_with(x, mode, _keras_stats, ops.maximum, 1)
-    axes = tuple(range(1, len(x.shape)))
-    n = 1
-    for dim in x.shape[1:]:
-        n = None if (n is None or dim is None) else n * dim
-    mean, std = _keras_stats(x, axes)
-    if n is None:
-        n_t = ops.cast(ops.prod(ops.shape(x)[1:]), x.dtype)
-        return (x - mean) / ops.maximum(std, 1.0 / ops.sqrt(n_t))
-    return (x - mean) / ops.maximum(std, 1.0 / math.sqrt(n))
+    floor = _static_floor(x.shape[1:]) or (lambda: 1.0 / ops.sqrt(
+        ops.cast(ops.prod(ops.shape(x)[1:]), x.dtype)))
+    # Per example, over all of its values (a [B, D] batch too).
+    return _standardize_with(x, mode, _keras_stats, ops.maximum, floor,
+                             axes=tuple(range(1, len(x.shape))))
 
 
 # === The contract of one model ===

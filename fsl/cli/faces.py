@@ -225,7 +225,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not pathlib.Path(args.data).is_dir():
         raise FileNotFoundError(f"folder not found: {args.data}")
     run = open_run(args.model)
-    args.threshold = None
     pipeline = build_pipeline(args)
     report = pipeline.calibrate(args.data, far=args.far, seed=args.seed)
     key = "s_norm_threshold" if pipeline.cohort is not None else "threshold"

@@ -264,17 +264,9 @@ class FacePipeline:
             raise ValueError(
                 f"score_norm must be None or 's-norm'. Received: score_norm={score_norm!r}"
             )
-        import keras
-
-        import fsl
-
-        fsl.register_serializables()  # fsl's layers, for load_model
         from fsl.runs import open_run
 
-        run = open_run(run_dir)
-        path = run.embedding_path if run.embedding_path.is_file() else run.model_path
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(run.path)!r} has no model ({run.embedding_path.name})")
+        run = open_run(run_dir)  # it has a model.keras, or it raises
         metrics = run.read_metrics() if run.metrics_path.is_file() else {}
         prep = run.preprocessing()
         overrides.update(_serving_preparation(prep, overrides, run.path))
@@ -298,7 +290,9 @@ class FacePipeline:
             "FacePipeline from %s: %s", run.path,
             {k: (f"{len(v)} rows" if k == "cohort" else v) for k, v in kwargs.items()},
         )
-        return cls(keras.saving.load_model(path), **kwargs)
+        # The run's own loader: fsl's classes registered, its dtype policy.
+        which = "embedding" if run.embedding_path.is_file() else "model"
+        return cls(run.load_model(which), **kwargs)
 
     @classmethod
     def from_saved_model(cls, export_dir: PathLike, **kwargs: Any) -> FacePipeline:
