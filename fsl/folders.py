@@ -68,9 +68,11 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 def atomic_save(path: PathLike, save: Callable[[pathlib.Path], None]) -> None:
     """``save(tmp)`` to a temporary sibling with the same suffix, then rename
-    it over ``path`` (e.g. ``lambda p: model.save(p)`` for a ``.keras`` file)."""
+    it over ``path`` (e.g. ``model.save`` for a ``.keras`` file). The
+    temporary name ends with the whole name of ``path`` (Keras checks
+    ``.keras`` and ``.weights.h5``)."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         save(tmp)
         with open(tmp, "rb") as handle:

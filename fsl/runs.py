@@ -9,8 +9,9 @@ A run folder ``<output_dir>/<run>/`` holds:
 * ``metrics.json``: what the run measured, with the per-epoch ``history``;
 * ``history.csv``: one row per finished epoch (appended across resumes);
 * ``logs/``: TensorBoard logs;
-* ``backup/``: the ``keras.callbacks.BackupAndRestore`` checkpoint, present
-  only while a run is unfinished (Keras deletes it when ``fit`` completes).
+* ``backup/``: the checkpoints of the last two epochs
+  (``fsl.checkpoint.RunCheckpoint``), present only while a run is
+  unfinished: ``finish_run`` deletes it once ``metrics.json`` is written.
 
 ``config.json`` records ``task``, ``arguments``, ``status`` (``"running"``,
 ``"finished"``) and, for image tasks, ``preprocessing``: the
@@ -34,6 +35,7 @@ import math
 import os
 import pathlib
 import platform
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -314,16 +316,18 @@ class RunDir:
         return metrics
 
     def callbacks(self, extra: Iterable[keras.callbacks.Callback] | None = None):
-        """The run's callbacks: backup/restore, per-epoch CSV, stop on NaN, TensorBoard.
+        """The run's callbacks: checkpoint/restore, per-epoch CSV, stop on NaN, TensorBoard.
 
-        ``BackupAndRestore`` comes first so that the checkpoint of an epoch is
+        ``RunCheckpoint`` comes first so that the checkpoint of an epoch is
         written before anything after it (e.g. an interruption) runs.
         ``extra`` callbacks come last.
         """
         import keras
 
+        from fsl.checkpoint import RunCheckpoint
+
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(self.backup_dir), delete_checkpoint=True),
+            RunCheckpoint(self.backup_dir, keep=2),
             keras.callbacks.CSVLogger(str(self.history_path), append=True),
             # fsl's losses turn NaN or inf embeddings into a NaN loss: stop there.
             keras.callbacks.TerminateOnNaN(),
@@ -371,11 +375,10 @@ class RunDir:
         }
 
     def completed_epochs(self) -> int:
-        """Epochs already backed up by ``BackupAndRestore`` (0 if none)."""
-        meta = self.backup_dir / "training_metadata.json"
-        if not meta.is_file():
-            return 0
-        return int(json.loads(meta.read_text()).get("epoch", 0))
+        """Epochs done according to the newest checkpoint in ``backup/`` (0 if none)."""
+        from fsl.checkpoint import completed_epochs
+
+        return completed_epochs(self.backup_dir)
 
 
 def _validate_name(run: str) -> str:
@@ -384,6 +387,11 @@ def _validate_name(run: str) -> str:
     if run in (".", "..") or "/" in run or "\\" in run:
         raise ValueError(
             f"run must be a plain folder name (no path separators). Received: run={run!r}"
+        )
+    if len(os.fsencode(run)) > 255:  # NAME_MAX of Linux, macOS and Windows file systems
+        raise ValueError(
+            f"run must be a folder name of at most 255 bytes. Received: run={run[:40]!r}... "
+            f"({len(os.fsencode(run))} bytes)"
         )
     return run
 
@@ -608,7 +616,8 @@ def finish_run(
     train_seconds: float,
     data_source: str,
 ) -> dict[str, Any]:
-    """Write ``metrics.json`` and mark the config finished."""
+    """Write ``metrics.json``, mark the config finished and delete the
+    checkpoints in ``backup/``."""
     metrics = dict(metrics)
     metrics["history"] = {k: list(v) for k, v in history.items()}
     metrics["epochs_completed"] = len(next(iter(history.values()), []))
@@ -616,6 +625,7 @@ def finish_run(
     metrics["data_source"] = data_source
     run_dir.write_metrics(metrics)
     update_config(run_dir, status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    shutil.rmtree(run_dir.backup_dir, ignore_errors=True)
     run_dir.release()
     return metrics
 

@@ -15,6 +15,7 @@ MODULES = [
     "fsl.losses.triplet",
     "fsl.losses.structured",
     "fsl.preprocessing",
+    "fsl.checkpoint",
     "fsl.training.presets",
     "fsl.layers",
     "fsl.evaluation.verification",

@@ -101,7 +101,7 @@ class RunOptions:
         output_dir: parent folder of the run folder (default ``./saved_models``).
         run: run folder name (default ``<task>-<timestamp>``).
         overwrite: replace an existing run folder.
-        resume: continue an interrupted run (``BackupAndRestore``), with the
+        resume: continue an interrupted run from its checkpoint (``fsl.checkpoint``), with the
             arguments it started with (another value of one that changes what
             is trained, e.g. ``margin`` or ``epochs``, raises ``ValueError``;
             ``verbose`` and ``jit_compile`` may change).
