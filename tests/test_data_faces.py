@@ -48,7 +48,7 @@ def test_list_faces_orl(orl_dir):
     assert F.list_faces(orl_dir).paths == faces.paths  # deterministic
 
 
-@pytest.mark.parametrize("test_identities, n_test", [(10, 10), (0.25, 10), (1, 1)])
+@pytest.mark.parametrize("test_identities, n_test", [(10, 10), (0.25, 10), (1, 1), (0, 0)])
 def test_identity_split_disjoint_and_deterministic(orl_dir, test_identities, n_test):
     faces = F.list_faces(orl_dir)
     train, test = F.identity_split(faces, test_identities=test_identities, seed=3)
@@ -95,7 +95,7 @@ def test_select_identities_rejects_bad_names(names, match):
         F.select_identities(faces, names)
 
 
-@pytest.mark.parametrize("bad", [0, 40, 1.5, -0.2])
+@pytest.mark.parametrize("bad", [-1, 40, 1.5, -0.2])
 def test_identity_split_rejects_bad_size(orl_dir, bad):
     faces = F.list_faces(orl_dir)
     with pytest.raises(ValueError, match="test_identities"):

@@ -942,3 +942,31 @@ def test_checks_that_need_the_data_come_before_the_run_folder(tmp_path, orl_dir)
     with pytest.raises(ValueError, match="k must be >= 2 digits.*Received: k=1"):
         train_triplet_mnist(k=1, output_dir=runs_dir, verbose=0)
     assert not runs_dir.exists()
+
+
+def test_facenet_test_identities_0_trains_on_everyone(tmp_path, orl_dir):
+    # No held-out people: the run trains on all of them and reports the
+    # threshold chosen on their pairs (no accuracy on unseen people).
+    from fsl.data.faces import list_faces, load_images_numpy, select_identities
+    from fsl.evaluation import best_threshold, pair_distances
+    from fsl.training import train_facenet
+
+    people = [f"s{i:02d}" for i in range(1, 9)]
+    metrics = train_facenet(orl_dir, identities=people, test_identities=0, fast=True,
+                            image_size=32, p=4, k=2, wccn=None, score_norm=None, split_seed=3,
+                            output_dir=tmp_path, run="all", verbose=0)
+    config = json.loads((tmp_path / "all" / "config.json").read_text())
+    assert config["train_identities"] == people and config["test_identities"] == []
+    assert "verification_accuracy" not in metrics and metrics["test_identities"] == 0
+    assert metrics["threshold_source"] == "training pairs"
+    # The threshold, by hand: best accuracy on all 8 people's verification pairs.
+    faces = select_identities(list_faces(orl_dir, min_images=2), people)
+    x, y = load_images_numpy(faces, (32, 32), channels=1, standardize="fixed")
+    emb = np.asarray(keras.saving.load_model(tmp_path / "all" / "embedding.keras")
+                     .predict(x, verbose=0))
+    i, j, same = verification_pairs(y, 3)
+    threshold, accuracy = best_threshold(pair_distances(emb[i], emb[j]), same)
+    assert metrics["threshold"] == pytest.approx(threshold, abs=1e-6)
+    assert metrics["training_accuracy_at_threshold"] == pytest.approx(accuracy, abs=1e-6)
+    assert metrics["training_pairs"] == len(same)
+    assert evaluate_run(tmp_path / "all")["threshold"] == pytest.approx(threshold, abs=1e-6)

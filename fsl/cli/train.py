@@ -219,7 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "identity) with an identity-disjoint split.",
     )
     p.add_argument("--data", help="face folder (default: $FSL_DATA_DIR/orl_faces)")
-    p.add_argument("--test-identities", type=positive_int, default=10, help="default 10")
+    p.add_argument("--test-identities", type=non_negative_int, default=10,
+                   help="people held out to test (default 10; 0: train on everyone, report "
+                   "only the threshold chosen on training pairs)")
     p.add_argument("--identities", type=names, default=None, metavar="NAME,NAME,...|@FILE",
                    help="only these identity folders take part (default: all); e.g. a "
                    "split's training people, to hold out validation people among them; "

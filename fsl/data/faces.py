@@ -208,8 +208,9 @@ def identity_split(
 
     Args:
         faces: a ``FaceFolder`` (from ``list_faces``).
-        test_identities: number of test identities (int ``>= 1``), or a
-            fraction of the identities in ``(0, 1)``.
+        test_identities: number of test identities (int ``>= 0``; 0 puts
+            everyone on the training side and leaves the test side empty),
+            or a fraction of the identities in ``(0, 1)``.
         seed: seed of the (deterministic) choice of test identities.
 
     Returns:
@@ -217,22 +218,25 @@ def identity_split(
         ``0..k-1`` in sorted identity order (``class_names`` says who is who).
 
     Raises:
-        ValueError: ``test_identities`` leaves either side without identities.
+        ValueError: ``test_identities`` leaves the training side without
+            identities, or is a fraction that leaves the test side empty.
     """
     n = faces.num_classes
     if isinstance(test_identities, float) and not float(test_identities).is_integer():
         if not 0.0 < test_identities < 1.0:
             raise ValueError(
-                "test_identities must be an int >= 1 or a fraction in (0, 1). "
+                "test_identities must be an int >= 0 or a fraction in (0, 1). "
                 f"Received: test_identities={test_identities}"
             )
         n_test = int(round(test_identities * n))
     else:
         n_test = int(test_identities)
-    if not 1 <= n_test <= n - 1:
+    fraction = isinstance(test_identities, float) and not float(test_identities).is_integer()
+    if not (1 if fraction else 0) <= n_test <= n - 1:
         raise ValueError(
-            f"test_identities must leave at least one identity on each side of the split of "
-            f"{n} identities. Received: test_identities={test_identities}"
+            f"test_identities must leave at least one training identity (and, as a fraction, "
+            f"one test identity) in the split of {n} identities. "
+            f"Received: test_identities={test_identities}"
         )
     rng = np.random.default_rng(seed)
     test_ids = rng.permutation(n)[:n_test]

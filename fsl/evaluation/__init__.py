@@ -29,6 +29,7 @@ from fsl.evaluation.protocols import (
     evaluate_embeddings,
     evaluate_faces,
     evaluate_mtfl,
+    training_thresholds,
     verification_pairs,
 )
 from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
@@ -52,6 +53,7 @@ __all__ = [
     "evaluate_embeddings",
     "evaluate_faces",
     "evaluate_mtfl",
+    "training_thresholds",
     "verification_pairs",
     "Eigenfaces",
     "Gallery",

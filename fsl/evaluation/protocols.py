@@ -162,30 +162,13 @@ def evaluate_faces(
         extra = {"s_norm_verification_accuracy": s_folds["mean_accuracy"],
                  "s_norm_verification_std": s_folds["std_accuracy"]}
     if train_embeddings is not None and train_labels is not None:
-        train_labels = np.asarray(train_labels)
-        if wccn is None:
-            ti, tj, tsame = verification_pairs(train_labels, seed)
-            train_distances = pair_distances(train_embeddings[ti], train_embeddings[tj], metric)
-            threshold_source = "training pairs"
-            if score_norm == "s-norm":
-                # The training pairs scored against the training faces, each side
-                # without its own person (as the test people are not in the cohort).
-                train_normalized = s_norm_distances(
-                    train_embeddings[ti], train_embeddings[tj], train_embeddings, metric,
-                    labels1=train_labels[ti], labels2=train_labels[tj],
-                    cohort_labels=train_labels,
-                )
-        else:
-            base = predict(base_model, train_images)
-            train_distances, train_normalized, tsame = _cross_fitted_pairs(
-                base, train_labels, wccn, metric, seed, score_norm == "s-norm")
-            threshold_source = "cross-fitted training pairs"
-        threshold, _ = best_threshold(train_distances, tsame)
+        chosen = _training_thresholds(model, base_model, train_images, train_embeddings,
+                                      np.asarray(train_labels), seed, metric, score_norm, wccn)
+        threshold, threshold_source = chosen["threshold"], chosen["threshold_source"]
         extra["accuracy_at_threshold"] = accuracy_at_threshold(distances, same, threshold)
         extra.update(_rates_at(distances, same, threshold, ""))
         if score_norm == "s-norm":
-            s_threshold, _ = best_threshold(train_normalized, tsame)
-            extra["s_norm_threshold"] = s_threshold
+            s_threshold = extra["s_norm_threshold"] = chosen["s_norm_threshold"]
             extra["s_norm_accuracy_at_threshold"] = accuracy_at_threshold(
                 normalized, same, s_threshold)
             extra.update(_rates_at(normalized, same, s_threshold, "s_norm_"))
@@ -208,6 +191,79 @@ def evaluate_faces(
         "test_identities": n_ids,
         "metric": metric,
     }
+
+
+def training_thresholds(
+    model: keras.Model,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int = 0,
+    metric: str = "L2",
+    score_norm: str | None = None,
+    wccn: float | None = None,
+) -> dict[str, Any]:
+    """The deployable thresholds of ``evaluate_faces``, from the training faces alone.
+
+    What a run trained on all of its people (no test people) can report:
+    the verification threshold chosen on the training pairs (cross-fitted
+    when the model ends with a whitening, ``wccn``), and with
+    ``score_norm="s-norm"`` the S-norm threshold, exactly as
+    ``evaluate_faces`` chooses them.
+
+    Args:
+        model, train_images, train_labels, seed, metric, score_norm, wccn:
+            as in ``evaluate_faces``.
+
+    Returns:
+        ``threshold``, ``threshold_source``, ``training_pairs``,
+        ``training_accuracy_at_threshold`` (on those pairs: optimistic, the
+        people were trained on), and ``s_norm_threshold`` with S-norm.
+
+    Raises:
+        ValueError: as ``evaluate_faces``; fewer than 2 training identities.
+    """
+    check_choice("score_norm", score_norm, SCORE_NORMS)
+    train_labels = np.asarray(train_labels)
+    if len(np.unique(train_labels)) < 2:
+        raise ValueError("training_thresholds needs at least 2 training identities. Received: "
+                         f"{len(np.unique(train_labels))}")
+    if wccn is not None:
+        wccn = check_positive_float("wccn", wccn)
+    base_model = None if wccn is None else _before_whitening(model)
+    return _training_thresholds(model, base_model, train_images, predict(model, train_images),
+                                train_labels, seed, metric, score_norm, wccn)
+
+
+def _training_thresholds(model, base_model, train_images, train_embeddings, train_labels,
+                         seed, metric, score_norm, wccn) -> dict[str, Any]:
+    from fsl.evaluation import accuracy_at_threshold, best_threshold, pair_distances, s_norm_distances
+
+    train_normalized = None
+    if wccn is None:
+        ti, tj, tsame = verification_pairs(train_labels, seed)
+        train_distances = pair_distances(train_embeddings[ti], train_embeddings[tj], metric)
+        threshold_source = "training pairs"
+        if score_norm == "s-norm":
+            # The training pairs scored against the training faces, each side
+            # without its own person (as the test people are not in the cohort).
+            train_normalized = s_norm_distances(
+                train_embeddings[ti], train_embeddings[tj], train_embeddings, metric,
+                labels1=train_labels[ti], labels2=train_labels[tj],
+                cohort_labels=train_labels,
+            )
+    else:
+        base = predict(base_model, train_images)
+        train_distances, train_normalized, tsame = _cross_fitted_pairs(
+            base, train_labels, wccn, metric, seed, score_norm == "s-norm")
+        threshold_source = "cross-fitted training pairs"
+    threshold, _ = best_threshold(train_distances, tsame)
+    chosen = {"threshold": threshold, "threshold_source": threshold_source,
+              "training_pairs": len(tsame),
+              "training_accuracy_at_threshold": accuracy_at_threshold(
+                  train_distances, tsame, threshold)}
+    if score_norm == "s-norm":
+        chosen["s_norm_threshold"] = best_threshold(train_normalized, tsame)[0]
+    return chosen
 
 
 #: Folds of the training people for cross-fitted thresholds (``wccn``), and

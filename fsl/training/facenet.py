@@ -126,7 +126,9 @@ def train_facenet(
         data_dir: face folder with one sub-folder per identity.
         epochs: passes over the training faces (default 80; with ``fast``,
             1 epoch of 2 batches).
-        test_identities: people held out for testing (int, or a fraction).
+        test_identities: people held out for testing (int, or a fraction);
+            0: train on everyone, and report only the thresholds chosen on
+            the training pairs (``fsl.evaluation.training_thresholds``).
         identities: only these people (sub-folder names of ``data_dir``)
             take part, split into training and test people as above;
             default: all (e.g. a split's training people, to hold out
@@ -211,7 +213,7 @@ def train_facenet(
         preprocessing=prep.to_config(),
     )
     x_train, y_train = _load(train_faces, prep)
-    x_test, y_test = _load(test_faces, prep)
+    x_test, y_test = _load(test_faces, prep) if len(test_faces) else (None, None)
     net, history, seconds = _fit(recipe, options, run_dir, batch_loss, x_train, y_train)
     embedder = _embedder(recipe, net, x_train, y_train)
     run_dir.save_model(net, "model")
@@ -220,13 +222,16 @@ def train_facenet(
         # The cohort S-norm scores against when the run verifies or exports.
         np.save(run_dir.cohort_path, predict(embedder, x_train).astype(np.float32))
 
-    metrics = evaluate_faces(embedder, x_test, y_test, seed=recipe["split_seed"],
-                             train_images=x_train, train_labels=y_train,
-                             score_norm=recipe["score_norm"], wccn=recipe["wccn"])
+    metrics = _evaluate(embedder, recipe, x_train, y_train, x_test, y_test)
     metrics.update(embedding=recipe["embedding"], embedding_size=int(embedder.output_shape[-1]),
                    test_time_flip=recipe["test_time_flip"], wccn=recipe["wccn"],
                    run_dir=str(run_dir.path))
     metrics = runs.finish_run(run_dir, metrics, history, seconds, recipe["data_dir"])
+    if x_test is None:
+        options.echo(f"trained on all {train_faces.num_classes} people, none held out: threshold "
+                     f"{metrics['threshold']:.4f} chosen on {metrics['threshold_source']} "
+                     "(no accuracy on unseen people to report)")
+        return metrics
     s_norm = (
         f" (S-norm: {metrics['s_norm_verification_accuracy']:.4f})"
         if "s_norm_verification_accuracy" in metrics else ""
@@ -284,9 +289,13 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
 def _check_people(recipe: dict[str, Any], n_train: int, n_test: int = 2) -> None:
     """What the numbers of people allow: ``p``, the cross-fit of ``wccn``, and test
     people enough for a different pair."""
-    if n_test < 2:
+    if n_test == 1:
         raise ValueError("test_identities must leave at least 2 test people (verification "
-                         f"needs different-person pairs). Received: {n_test} test identity")
+                         "needs different-person pairs), or be 0 to train on everyone. "
+                         "Received: 1 test identity")
+    if n_train < 2:
+        raise ValueError("training needs at least 2 people (triplets need a different "
+                         f"person). Received: {n_train} training identity")
     if recipe["wccn"] is not None and n_train < CROSS_FIT_MIN_PEOPLE:
         raise ValueError(f"wccn needs at least {CROSS_FIT_MIN_PEOPLE} training identities "
                          "(thresholds are chosen out of sample). Received: "
@@ -326,6 +335,20 @@ def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_tr
     return net, history, seconds
 
 
+def _evaluate(embedder, recipe, x_train, y_train, x_test, y_test) -> dict[str, Any]:
+    """``evaluate_faces`` on the test people; with none (``test_identities=0``),
+    the thresholds chosen on the training pairs only."""
+    from fsl.evaluation.protocols import training_thresholds
+
+    if x_test is None:
+        return {**training_thresholds(embedder, x_train, y_train, seed=recipe["split_seed"],
+                                      score_norm=recipe["score_norm"], wccn=recipe["wccn"]),
+                "test_identities": 0}
+    return evaluate_faces(embedder, x_test, y_test, seed=recipe["split_seed"],
+                          train_images=x_train, train_labels=y_train,
+                          score_norm=recipe["score_norm"], wccn=recipe["wccn"])
+
+
 def _embedder(recipe, net: keras.Model, x_train, y_train) -> keras.Model:
     """The saved embedding: pooled or projected, mirror-averaged, whitened."""
     from fsl import models
@@ -346,12 +369,12 @@ def evaluate_run(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     train_faces, test_faces = _split(arguments["data_dir"], arguments.get("identities"),
                                      arguments["test_identities"], split_seed)
     x_train, y_train = _load(train_faces, prep)
-    x_test, y_test = _load(test_faces, prep)
+    x_test, y_test = _load(test_faces, prep) if len(test_faces) else (None, None)
     model = run_dir.load_model("embedding")
     # Runs from before score normalisation / WCCN existed have neither argument.
-    return evaluate_faces(model, x_test, y_test, seed=split_seed,
-                          train_images=x_train, train_labels=y_train,
-                          score_norm=arguments.get("score_norm"), wccn=arguments.get("wccn"))
+    recipe = {"split_seed": split_seed, "score_norm": arguments.get("score_norm"),
+              "wccn": arguments.get("wccn")}
+    return _evaluate(model, recipe, x_train, y_train, x_test, y_test)
 
 
 __getattr__ = moved_names(__name__, {
