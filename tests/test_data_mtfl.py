@@ -2,14 +2,17 @@
 
 References: a hand-written annotation fixture in the real MTFL format, images
 with coloured dots drawn at known landmarks (the dots must be where the
-transformed landmarks say), and Pillow's pixels. ``download_mtfl`` needs the
-network and is not tested here.
+transformed landmarks say), and Pillow's pixels. ``download_mtfl`` is tested
+on a local archive through a ``file://`` URL (the test machines have no
+network): the same code path as HTTPS, checksums included.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pathlib
+import zipfile
 
 import numpy as np
 import pytest
@@ -306,3 +309,62 @@ def test_load_mtfl_auto_synthetic_then_reuse_then_real(tmp_path, caplog):
     assert real.source == "real" and real.root == real_dir and "REAL" in caplog.text
     with pytest.raises(ValueError, match="source"):
         mtfl.load_mtfl("imagenet", data_dir=tmp_path)
+
+
+# === Download (a local archive through file://) ===
+
+
+def _archive(tmp_path, name="MTFL-src.zip"):
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("MTFL/training.txt", FIXTURE.read_text())
+        zf.writestr("MTFL/testing.txt", FIXTURE.read_text())
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_checks_the_sha256_and_unpacks(tmp_path):
+    source, digest = _archive(tmp_path)
+    root = mtfl.download_mtfl(tmp_path / "data", url=source.as_uri(), sha256=digest)
+    assert (root / "training.txt").read_text() == FIXTURE.read_text()
+    assert (tmp_path / "data" / "MTFL.zip").read_bytes() == source.read_bytes()
+
+
+def test_download_with_another_sha256_unpacks_nothing(tmp_path):
+    source, digest = _archive(tmp_path)
+    wrong = "0" * 64
+    with pytest.raises(OSError, match=f"has SHA-256 {digest}, expected {wrong}.*nothing unpacked"):
+        mtfl.download_mtfl(tmp_path / "data", url=source.as_uri(), sha256=wrong)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
+
+
+def test_download_without_a_known_digest_records_the_first_and_checks_later_ones(tmp_path, caplog):
+    source, digest = _archive(tmp_path)
+    data = tmp_path / "data"
+    with caplog.at_level(logging.WARNING, logger="fsl.data.mtfl"):
+        mtfl.download_mtfl(data, url=source.as_uri())
+    assert f"recorded its digest {digest}" in caplog.text
+    assert (data / "MTFL.zip.sha256").read_text().split()[0] == digest
+    mtfl.download_mtfl(data, url=source.as_uri())  # the same file again: accepted
+    other, other_digest = _archive(tmp_path, "other.zip")
+    with zipfile.ZipFile(other, "a") as zf:
+        zf.writestr("MTFL/extra.txt", "changed upstream")
+    other_digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    with pytest.raises(OSError, match=f"has SHA-256 {other_digest}, expected {digest} "
+                                      r"\(recorded in .*MTFL.zip.sha256\)"):
+        mtfl.download_mtfl(data, url=other.as_uri())
+
+
+def test_download_failures_are_oserrors_naming_the_url(tmp_path):
+    missing = (tmp_path / "missing.zip").as_uri()
+    with pytest.raises(OSError, match=f"Could not download MTFL from {missing}"):
+        mtfl.download_mtfl(tmp_path / "data", url=missing)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK not really a zip")
+    with pytest.raises(OSError, match="does not unpack"):
+        mtfl.download_mtfl(tmp_path / "data", url=broken.as_uri())
+    assert not (tmp_path / "data" / "MTFL.zip").exists()
+    assert not list((tmp_path / "data").glob(".*.part"))
+
+
+def test_the_default_url_is_https():
+    assert mtfl.MTFL_URL.startswith("https://")

@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import pathlib
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -51,7 +50,11 @@ from fsl.data.mtfl_synthetic import SYNTHETIC_MARKER, SYNTHETIC_VERSION, synthes
 logger = logging.getLogger(__name__)
 
 
-MTFL_URL = "http://mmlab.ie.cuhk.edu.hk/projects/TCDCN/data/MTFL.zip"
+MTFL_URL = "https://mmlab.ie.cuhk.edu.hk/projects/TCDCN/data/MTFL.zip"
+#: The SHA-256 of the authors' MTFL.zip. The authors publish none and no
+#: trusted copy was at hand to record it from, so it is unset: see
+#: ``download_mtfl`` (trust on first use). Set it (or pass ``sha256=``) to pin.
+MTFL_SHA256: str | None = None
 SPLIT_FILES = {"train": "training.txt", "test": "testing.txt"}
 ATTRIBUTES = ("gender", "smile", "glasses", "pose")
 NUM_CLASSES = {"gender": 2, "smile": 2, "glasses": 2, "pose": 5}
@@ -403,41 +406,89 @@ def find_real_mtfl(data_dir: PathLike) -> pathlib.Path | None:
     return None
 
 
-def download_mtfl(data_dir: PathLike | None = None, timeout: float = 60.0) -> pathlib.Path:
-    """Downloads and unpacks the real MTFL.zip (about 0.5 GB) into ``data_dir/MTFL``.
+def download_mtfl(
+    data_dir: PathLike | None = None,
+    timeout: float = 60.0,
+    url: str | None = None,
+    sha256: str | None = None,
+) -> pathlib.Path:
+    """Downloads, checks and unpacks the real MTFL.zip (about 0.5 GB) into ``data_dir/MTFL``.
 
-    Needs network access to the authors' server (``MTFL_URL``); not run by the
-    offline test suite (the test machines have no network).
+    Needs network access to the authors' server (``MTFL_URL``, over HTTPS); not
+    run by the offline test suite (the test machines have no network). The
+    archive is written to a temporary file and renamed into place only once
+    complete and checked:
+
+    * its SHA-256 must equal ``sha256`` (default ``MTFL_SHA256``) when set;
+    * with neither (``MTFL_SHA256`` is unset: the authors publish no
+      checksum and the digest has not been recorded from a trusted copy yet),
+      the first download's digest is written to ``MTFL.zip.sha256`` beside
+      it and logged, and every later download must match that file (trust on
+      first use);
+    * it must be a readable zip (``zipfile.testzip``).
 
     Args:
         data_dir: data folder; default ``default_data_dir()``.
         timeout: socket timeout in seconds (connection and each read).
+        url: where to download from (``https://``, ``http://`` or
+            ``file://``); default ``MTFL_URL``.
+        sha256: the expected hex digest; default ``MTFL_SHA256`` (see above).
 
     Returns:
         The folder holding ``training.txt`` and ``testing.txt``.
 
     Raises:
-        OSError: the download or unpacking failed (message names the URL).
+        OSError: the download failed, its digest differs (both digests
+            named; nothing is unpacked and the download is deleted), or the
+            archive does not unpack (the message names the URL).
     """
+    import hashlib
     import urllib.request
     import zipfile
 
+    url = url or MTFL_URL
+    sha256 = sha256 or MTFL_SHA256
     data_dir = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
     target = data_dir / "MTFL"
-    target.mkdir(parents=True, exist_ok=True)
     archive = data_dir / "MTFL.zip"
-    logger.info("download_mtfl: downloading the real MTFL from %s to %s", MTFL_URL, archive)
+    recorded = data_dir / "MTFL.zip.sha256"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = data_dir / f".MTFL.zip.{os.getpid()}.part"
+    logger.info("download_mtfl: downloading the real MTFL from %s to %s", url, archive)
+    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(MTFL_URL, timeout=timeout) as response, open(archive, "wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-        with zipfile.ZipFile(archive) as zf:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except Exception as error:  # noqa: BLE001 - URLError, socket timeouts, HTTP errors...
+        partial.unlink(missing_ok=True)
+        raise OSError(f"Could not download MTFL from {url}: {error}") from error
+    found = digest.hexdigest()
+    expected = sha256 or (recorded.read_text().split()[0] if recorded.is_file() else None)
+    if expected is not None and found != expected.lower():
+        partial.unlink(missing_ok=True)
+        raise OSError(f"MTFL download from {url} has SHA-256 {found}, expected {expected} "
+                      f"({'recorded in ' + str(recorded) if sha256 is None else 'MTFL_SHA256'}); "
+                      "deleted, nothing unpacked")
+    try:
+        with zipfile.ZipFile(partial) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"corrupt member {bad!r}")
             zf.extractall(target)
-    except Exception as error:  # noqa: BLE001
-        raise OSError(f"Could not download/unpack MTFL from {MTFL_URL} into {target}: {error}") from error
+    except (zipfile.BadZipFile, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"MTFL archive from {url} does not unpack into {target}: {error}") from error
+    os.replace(partial, archive)
+    if expected is None:
+        recorded.write_text(f"{found}  MTFL.zip\n")
+        logger.warning("download_mtfl: no SHA-256 to check %s against; recorded its digest %s "
+                       "in %s: later downloads must match it", url, found, recorded)
     for candidate in [target, *sorted(p for p in target.iterdir() if p.is_dir())]:
         if (candidate / "training.txt").is_file():
             return candidate
-    raise OSError(f"MTFL archive from {MTFL_URL} has no training.txt under {target}")
+    raise OSError(f"MTFL archive from {url} has no training.txt under {target}")
 
 
 def load_mtfl(

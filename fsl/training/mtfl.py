@@ -119,9 +119,10 @@ def train_mtfl(
         epochs=epochs, synthetic_size=synthetic_size, data_dir=data_dir, loss_weights=weights
     )
 
+    # The data first: a failed download leaves no run folder behind.
+    data = load_mtfl(source, data_dir, n=synthetic_size, seed=seed)
     run_dir = options.start("mtfl", arguments)
     keras.utils.set_random_seed(seed)
-    data = load_mtfl(source, data_dir, n=synthetic_size, seed=seed)
     logger.info("MTFL source used: %s (%s)", data.source, data.root)
     size = (image_size, image_size)
     runs.update_config(
