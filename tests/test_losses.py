@@ -5,10 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_finite, value_and_grad
+from helpers import assert_all_finite, ref_distance, value_and_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
+from references import REFERENCES
+from references import semihard as _ref_semihard
 
 from fsl import distances, losses
 
@@ -28,71 +30,6 @@ def _f(x) -> float:
 
 
 # === numpy brute-force references (explicit loops, float64) ===
-
-
-def _dist(u: np.ndarray, v: np.ndarray, metric: str) -> float:
-    u, v = u.astype(np.float64), v.astype(np.float64)
-    if metric == "L2":
-        return float(np.sqrt(np.sum((u - v) ** 2)))
-    if metric == "squared-L2":
-        return float(np.sum((u - v) ** 2))
-    nu = u / max(np.linalg.norm(u), 1e-6)
-    nv = v / max(np.linalg.norm(v), 1e-6)
-    return float(max(1.0 - nu @ nv, 0.0))
-
-
-def _dist_matrix(x, metric):
-    b = len(x)
-    return np.array(
-        [[0.0 if i == j else _dist(x[i], x[j], metric) for j in range(b)] for i in range(b)]
-    )
-
-
-def _ref_semihard(labels, x, margin, metric):
-    d, b = _dist_matrix(x, metric), len(x)
-    terms = []
-    for a in range(b):
-        for p in range(b):
-            if p == a or labels[p] != labels[a]:
-                continue
-            negs = [d[a, n] for n in range(b) if labels[n] != labels[a]]
-            farther = [v for v in negs if v > d[a, p]]
-            sn = min(farther) if farther else max(negs)
-            terms.append(max(d[a, p] - sn + margin, 0.0))
-    return float(np.mean(terms))
-
-
-def _ref_hard(labels, x, margin, metric, soft):
-    d, b = _dist_matrix(x, metric), len(x)
-    terms = []
-    for a in range(b):
-        pos = [d[a, p] for p in range(b) if p != a and labels[p] == labels[a]]
-        neg = [d[a, n] for n in range(b) if labels[n] != labels[a]]
-        hp = max(pos) if pos else 0.0  # TFA: anchor without positive -> row min
-        hn = min(neg)
-        terms.append(np.log1p(np.exp(hp - hn)) if soft else max(hp - hn + margin, 0.0))
-    return float(np.mean(terms))
-
-
-def _ref_batch_all(labels, x, margin, metric):
-    d, b = _dist_matrix(x, metric), len(x)
-    active = []
-    for a in range(b):
-        for p in range(b):
-            for n in range(b):
-                if p != a and labels[p] == labels[a] and labels[n] != labels[a]:
-                    h = d[a, p] - d[a, n] + margin
-                    if h > 0:
-                        active.append(h)
-    return float(np.mean(active)) if active else 0.0
-
-
-REFERENCES = {
-    "semihard": _ref_semihard,
-    "hard": lambda y, x, m, metric: _ref_hard(y, x, m, metric, False),
-    "hardsoft": lambda y, x, m, metric: _ref_hard(y, x, m, metric, True),
-    "batchall": _ref_batch_all,
-}
 
 
 def _batch(seed, b=16, d=8, classes=4):
@@ -155,7 +92,7 @@ def test_explicit_triplet_loss_matches_brute_force(metric):
     rng = np.random.default_rng(3)
     a, p, n = rng.normal(size=(3, 10, 5)).astype("float32")
     want = np.mean(
-        [max(_dist(a[i], p[i], metric) - _dist(a[i], n[i], metric) + 0.5, 0.0)
+        [max(ref_distance(a[i], p[i], metric) - ref_distance(a[i], n[i], metric) + 0.5, 0.0)
          for i in range(10)]
     )
     assert _f(losses.triplet_loss(a, p, n, 0.5, metric)) == pytest.approx(want, rel=1e-4)
@@ -171,7 +108,7 @@ def test_pair_contrastive_matches_brute_force(metric):
     y = rng.integers(0, 2, size=9).astype("float32")
     terms = []
     for i in range(9):
-        d = _dist(a[i], b[i], metric)
+        d = ref_distance(a[i], b[i], metric)
         terms.append(y[i] * d**2 + (1 - y[i]) * max(1.5 - d, 0.0) ** 2)
     got = losses.contrastive_loss_from_embeddings(y, a, b, 1.5, metric)
     np.testing.assert_allclose(ops.convert_to_numpy(got), terms, rtol=1e-4, atol=1e-6)
@@ -198,11 +135,11 @@ def test_callable_metric_equals_named_metric():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_low_precision_input_computes_in_float32_and_returns_input_dtype(dtype):
+def test_low_precision_input_computes_and_returns_float32(dtype):
     labels, x = _batch(6)
     for name, fn in BATCH_FNS.items():
         low = fn(labels, ops.cast(x, dtype), 1.0, "L2")
-        assert keras.backend.standardize_dtype(low.dtype) == dtype, name
+        assert keras.backend.standardize_dtype(low.dtype) == "float32", name
         want = REFERENCES[name](labels, np.asarray(ops.convert_to_numpy(
             ops.cast(ops.cast(x, dtype), "float32"))), 1.0, "L2")
         assert float(ops.convert_to_numpy(ops.cast(low, "float32"))) == pytest.approx(
@@ -547,3 +484,22 @@ def test_nan_embeddings_make_the_loss_nan_inside_fit():
     history = model.fit(x, labels, batch_size=8, epochs=3, verbose=0,
                         callbacks=[keras.callbacks.TerminateOnNaN()])
     assert np.isnan(history.history["loss"][0]) and len(history.history["loss"]) == 1
+
+
+@pytest.mark.backend_agnostic
+def test_nan_labels_make_the_loss_nan_inside_fit():
+    # Float labels with a NaN used to make each NaN a class of its own (NaN != NaN)
+    # and give a finite loss; inside fit the loss is now NaN and training stops.
+    labels, x = _batch(4, b=16)
+    labels = labels.astype("float32")
+    labels[3] = np.nan
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    model.compile("sgd", loss=losses.TripletSemiHardLoss(margin=0.5))
+    history = model.fit(x, labels, batch_size=8, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert np.isnan(history.history["loss"][0]) and len(history.history["loss"]) == 1
+    finite = labels.copy()
+    finite[3] = 9.0
+    history = model.fit(x, finite, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -7,8 +7,9 @@ written once, here, and every option is validated when the loss is built, with
 an error that names the value received.
 
 The helpers below are shared by the loss modules of this package: argument
-validators, shape checks, and the float32 compute dtype of the online losses
-under mixed precision.
+validators, shape checks, and the float32 compute dtype: every loss computes
+in float32 whatever its 16-bit input (``_to_compute_dtype``) and returns a
+float32 loss, as Keras does under mixed precision.
 """
 
 from __future__ import annotations
@@ -85,18 +86,17 @@ def _check_stacked(y_pred, k: int, expected: str):
 
 
 def _to_compute_dtype(x):
-    """Float32 for low-precision (or non-float) input; returns (x, dtype in)."""
+    """``x`` in float32 if it is 16-bit (or not float), else as it is.
+
+    The losses compute in float32 (float64 input stays float64) and return
+    that dtype: a 16-bit result would overflow to inf above 65504 (float16)
+    where the loss is finite, as Keras keeps losses in float32 under its
+    mixed-precision policies."""
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     if dtype in _LOW_PRECISION or "float" not in dtype:
-        return ops.cast(x, "float32"), dtype
-    return x, dtype
-
-
-def _restore_dtype(loss, dtype: str):
-    if dtype in _LOW_PRECISION:
-        return ops.cast(loss, dtype)
-    return loss
+        return ops.cast(x, "float32")
+    return x
 
 
 def _match_rank(y_true, y_pred):
@@ -179,11 +179,11 @@ def _prepare_batch(y_true, y_pred, distance_metric):
     _check_batch(y_true, y_pred)
     _check_finite("y_true", y_true)
     _check_finite("y_pred", y_pred)
-    embeddings, dtype = _to_compute_dtype(y_pred)
+    embeddings = _to_compute_dtype(y_pred)
     positive_mask, negative_mask = mining.build_masks(y_true)
     distances = distances_lib.pairwise_distances(embeddings, distance_metric)
     has_triplet = ops.logical_and(ops.any(positive_mask), ops.any(negative_mask))
-    return distances, positive_mask, negative_mask, has_triplet, dtype
+    return distances, positive_mask, negative_mask, has_triplet
 
 
 def _masked_logsumexp(values, mask):
@@ -262,10 +262,14 @@ class MetricLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         loss = self.fn(y_true, y_pred, **{key: getattr(self, key) for key in self._option_names})
-        # Inside fit, NaN or inf in the embeddings makes the loss NaN (so that
-        # keras.callbacks.TerminateOnNaN stops the run) instead of a finite
-        # value some distance metrics would give; eagerly it is an error.
+        # Inside fit, NaN or inf in the embeddings or in float labels makes the
+        # loss NaN (so that keras.callbacks.TerminateOnNaN stops the run)
+        # instead of a finite value some distance metrics would give, or NaN
+        # labels each counted as a class of their own; eagerly it is an error.
         finite = ops.all(ops.isfinite(ops.convert_to_tensor(y_pred)))
+        y_true = ops.convert_to_tensor(y_true)
+        if "float" in keras.backend.standardize_dtype(y_true.dtype):
+            finite = ops.logical_and(finite, ops.all(ops.isfinite(y_true)))
         return ops.where(finite, loss, ops.full_like(loss, float("nan")))
 
     def get_config(self) -> dict:

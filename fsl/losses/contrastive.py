@@ -18,6 +18,7 @@ from fsl.losses.base import (
     _check_stacked,
     _concrete,
     _match_rank,
+    _to_compute_dtype,
     _validate_margin,
     _validate_metric,
 )
@@ -50,7 +51,9 @@ def contrastive_loss(y_true, y_pred, margin: float = 1.0):
         margin: distance beyond which a different pair costs nothing.
 
     Returns:
-        Per-pair losses, the shape of ``y_pred``.
+        Per-pair losses, the shape of ``y_pred``, in float32 (float64 for
+        float64 distances): 16-bit distances are widened first, so a far
+        different pair gives 0, not ``inf * 0``.
 
     Raises:
         ValueError: if ``margin < 0``.
@@ -63,9 +66,7 @@ def contrastive_loss(y_true, y_pred, margin: float = 1.0):
     [0.25, 0.5625]
     """
     margin = _validate_margin(margin)
-    y_pred = ops.convert_to_tensor(y_pred)
-    if "float" not in keras.backend.standardize_dtype(y_pred.dtype):
-        y_pred = ops.cast(y_pred, "float32")
+    y_pred = _to_compute_dtype(y_pred)
     y_true = ops.convert_to_tensor(y_true)
     labels = _concrete(y_true)
     if labels is not None and not np.all(np.isin(labels, (0, 1))):
@@ -104,8 +105,8 @@ def contrastive_loss_from_embeddings(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    a = _check_rank(a, 2, "a", "[B, D]")
-    b = _check_rank(b, 2, "b", "[B, D]")
+    a = _to_compute_dtype(_check_rank(a, 2, "a", "[B, D]"))
+    b = _to_compute_dtype(_check_rank(b, 2, "b", "[B, D]"))
     distance = distances_lib.get_paired(metric)(a, b)
     return contrastive_loss(y_true, distance, margin)
 

@@ -17,7 +17,6 @@ from fsl.losses.base import (
     MetricLoss,
     _masked_logsumexp,
     _prepare_batch,
-    _restore_dtype,
     _validate_margin,
     _validate_metric,
     _validate_real,
@@ -80,7 +79,7 @@ def multi_similarity_loss(
             ``"cosine"``), ``"L2"``, ``"squared-L2"`` or a callable.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``; 0 when no anchor has both a
+        Scalar loss in float32 (float64 for float64 ``y_pred``); 0 when no anchor has both a
         positive and a negative pair left after mining.
 
     Raises:
@@ -93,7 +92,7 @@ def multi_similarity_loss(
     lmda = _validate_real("lmda", lmda)
     center = _validate_real("center", center)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, _ = _prepare_batch(
         y_true, y_pred, metric
     )
     closest_negative = mining.masked_minimum(distances, negative_mask, keepdims=True)
@@ -111,7 +110,7 @@ def multi_similarity_loss(
         + _log1p_sum_exp(-beta * shifted, negatives) / beta
     )
     loss = ops.mean(ops.where(valid, per_anchor, 0.0))
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def circle_loss(
@@ -149,7 +148,7 @@ def circle_loss(
             ``[0, 2]``), ``"L2"``, ``"squared-L2"`` or a callable.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``; 0 when no anchor has both a
+        Scalar loss in float32 (float64 for float64 ``y_pred``); 0 when no anchor has both a
         positive and a negative.
 
     Raises:
@@ -159,7 +158,7 @@ def circle_loss(
     gamma = _validate_real("gamma", gamma, 0.0, low_open=True)
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, _ = _prepare_batch(
         y_true, y_pred, metric
     )
     valid = ops.logical_and(ops.any(positive_mask, axis=1), ops.any(negative_mask, axis=1))
@@ -169,7 +168,7 @@ def circle_loss(
         -gamma * positive_weight * (margin - distances), positive_mask
     ) + _log1p_sum_exp(gamma * negative_weight * (1.0 - margin - distances), negative_mask)
     loss = ops.mean(ops.where(valid, per_anchor, 0.0))
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 # === Classes ===

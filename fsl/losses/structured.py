@@ -18,7 +18,6 @@ from fsl.losses.base import (
     _check_stacked,
     _masked_logsumexp,
     _prepare_batch,
-    _restore_dtype,
     _to_compute_dtype,
     _validate_margin,
     _validate_metric,
@@ -68,7 +67,7 @@ def lifted_struct_loss(
             ``"squared-L2"``, ``"angular"`` or a callable ``[B, D] -> [B, B]``.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``; 0 when the batch has no
+        Scalar loss in float32 (float64 for float64 ``y_pred``); 0 when the batch has no
         positive pair or no negative (TFA returns NaN there).
 
     Raises:
@@ -84,7 +83,7 @@ def lifted_struct_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, _ = _prepare_batch(
         y_true, y_pred, metric
     )
     lse, has_negative = _masked_logsumexp(margin - distances, negative_mask)
@@ -97,7 +96,7 @@ def lifted_struct_loss(
     count = ops.sum(ops.cast(valid, distances.dtype))
     # Each unordered pair appears twice in the [B, B] sum, and in the count.
     loss = 0.5 * ops.sum(squared) / ops.maximum(count, 1.0)
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def _check_logits(y_pred):
@@ -138,7 +137,7 @@ def npairs_loss(y_true, y_pred):
         y_pred: similarity matrix ``[B, B]``.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``.
+        Scalar loss in float32 (float64 for float64 ``y_pred``).
 
     Raises:
         ValueError: ``y_pred`` not of shape ``[B, B]``, or labels not ``[B]``.
@@ -150,11 +149,11 @@ def npairs_loss(y_true, y_pred):
     >>> round(float(npairs_loss(np.array([0, 1]), logits)), 4)  # log(1 + e^-2)
     0.1269
     """
-    logits, dtype = _check_logits(y_pred)
+    logits = _check_logits(y_pred)
     labels = mining.flat_labels(y_true)
     same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
     per_row, _ = _soft_target_cross_entropy(ops.cast(same, logits.dtype), logits)
-    return _restore_dtype(ops.mean(per_row), dtype)
+    return ops.mean(per_row)
 
 
 def npairs_loss_from_embeddings(y_true, anchors, positives, reg_lambda: float = 0.002):
@@ -175,7 +174,7 @@ def npairs_loss_from_embeddings(y_true, anchors, positives, reg_lambda: float = 
         reg_lambda: weight of the L2 penalty (>= 0).
 
     Returns:
-        Scalar loss in the dtype of the embeddings.
+        Scalar loss in float32 (float64 for float64 embeddings).
 
     Raises:
         ValueError: negative ``reg_lambda``, embeddings not rank 2.
@@ -189,14 +188,14 @@ def npairs_loss_from_embeddings(y_true, anchors, positives, reg_lambda: float = 
     0.3133
     """
     reg_lambda = _validate_real("reg_lambda", reg_lambda, 0.0)
-    anchors, dtype = _to_compute_dtype(_check_rank(anchors, 2, "anchors", "[B, D]"))
-    positives, _ = _to_compute_dtype(_check_rank(positives, 2, "positives", "[B, D]"))
+    anchors = _to_compute_dtype(_check_rank(anchors, 2, "anchors", "[B, D]"))
+    positives = _to_compute_dtype(_check_rank(positives, 2, "positives", "[B, D]"))
     logits = ops.matmul(anchors, ops.transpose(positives))
     penalty = ops.mean(ops.sum(ops.square(anchors), axis=1)) + ops.mean(
         ops.sum(ops.square(positives), axis=1)
     )
     loss = npairs_loss(y_true, logits) + 0.25 * reg_lambda * penalty
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def npairs_multilabel_loss(y_true, y_pred):
@@ -212,14 +211,14 @@ def npairs_multilabel_loss(y_true, y_pred):
         y_pred: similarity matrix ``[B, B]``.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``: the mean over the rows that
-        have at least one label (TFA returns NaN when a row has none); 0 when
-        no row has one.
+        Scalar loss in float32 (float64 for float64 ``y_pred``): the mean
+        over the rows that have at least one label (TFA returns NaN when a
+        row has none); 0 when no row has one.
 
     Raises:
         ValueError: ``y_pred`` not of shape ``[B, B]``, ``y_true`` not rank 2.
     """
-    logits, dtype = _check_logits(y_pred)
+    logits = _check_logits(y_pred)
     indicators = _check_rank(
         ops.convert_to_tensor(y_true, sparse=False), 2, "y_true", "[B, C] (0/1)"
     )
@@ -228,7 +227,7 @@ def npairs_multilabel_loss(y_true, y_pred):
     per_row, has = _soft_target_cross_entropy(shared, logits)
     count = ops.sum(ops.cast(has, logits.dtype))
     loss = ops.sum(ops.where(has, per_row, 0.0)) / ops.maximum(count, 1.0)
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def _pair_npairs_loss(y_true, y_pred, reg_lambda):

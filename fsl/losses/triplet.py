@@ -19,7 +19,7 @@ from fsl.losses.base import (
     _check_rank,
     _check_stacked,
     _prepare_batch,
-    _restore_dtype,
+    _to_compute_dtype,
     _validate_margin,
     _validate_metric,
     _validate_soft,
@@ -66,7 +66,7 @@ def triplet_loss(
             or a callable ``(a, b) -> [B]``.
 
     Returns:
-        Scalar mean loss.
+        Scalar mean loss, in float32 (float64 for float64 input).
 
     Examples:
 
@@ -79,9 +79,9 @@ def triplet_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    anchor = _check_rank(anchor, 2, "anchor", "[B, D]")
-    positive = _check_rank(positive, 2, "positive", "[B, D]")
-    negative = _check_rank(negative, 2, "negative", "[B, D]")
+    anchor = _to_compute_dtype(_check_rank(anchor, 2, "anchor", "[B, D]"))
+    positive = _to_compute_dtype(_check_rank(positive, 2, "positive", "[B, D]"))
+    negative = _to_compute_dtype(_check_rank(negative, 2, "negative", "[B, D]"))
     return ops.mean(_triplet_hinge(anchor, positive, negative, margin, metric))
 
 
@@ -106,7 +106,7 @@ def triplet_semihard_loss(
             or a callable ``[B, D] -> [B, B]``.
 
     Returns:
-        Scalar loss, in the dtype of ``y_pred``; 0 when the batch holds no
+        Scalar loss, in float32 (float64 for float64 ``y_pred``); 0 when the batch holds no
         valid triplet.
 
     Raises:
@@ -114,7 +114,7 @@ def triplet_semihard_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
         y_true, y_pred, metric
     )
     semihard, _ = mining.semihard_negative(distances, negative_mask)
@@ -123,7 +123,7 @@ def triplet_semihard_loss(
     num_positives = ops.sum(positive)
     loss = ops.sum(hinge * positive) / ops.maximum(num_positives, 1.0)
     loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def triplet_hard_loss(
@@ -153,7 +153,7 @@ def triplet_hard_loss(
             or a callable ``[B, D] -> [B, B]``.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``; 0 when the batch holds no valid
+        Scalar loss in float32 (float64 for float64 ``y_pred``); 0 when the batch holds no valid
         triplet.
 
     Raises:
@@ -162,7 +162,7 @@ def triplet_hard_loss(
     margin = _validate_margin(margin)
     soft = _validate_soft(soft)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
         y_true, y_pred, metric
     )
     hard_positive = mining.hardest_positive(distances, positive_mask)
@@ -173,7 +173,7 @@ def triplet_hard_loss(
         per_anchor = ops.maximum(hard_positive - hard_negative + margin, 0.0)
     loss = ops.mean(per_anchor)
     loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def triplet_batch_all_loss(
@@ -196,14 +196,14 @@ def triplet_batch_all_loss(
             or a callable ``[B, D] -> [B, B]``.
 
     Returns:
-        Scalar loss in the dtype of ``y_pred``.
+        Scalar loss in float32 (float64 for float64 ``y_pred``).
 
     Raises:
         ValueError: negative margin, unknown metric, ``y_pred`` not rank 2.
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet, dtype = _prepare_batch(
+    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
         y_true, y_pred, metric
     )
     hinge_sum, active = mining.batch_all_hinge(
@@ -212,12 +212,12 @@ def triplet_batch_all_loss(
     total, count = ops.sum(hinge_sum), ops.sum(active)
     loss = total / ops.maximum(count, 1.0)
     loss = ops.where(ops.greater(count, 0.0), loss, ops.zeros_like(loss))
-    return _restore_dtype(loss, dtype)
+    return loss
 
 
 def _triplet_loss(y_true, y_pred, margin, distance_metric):
     """Per-triplet hinges of ``y_pred = [B, 3, D]``; ``y_true`` is ignored."""
-    y_pred = _check_stacked(y_pred, 3, "[B, 3, D] (anchor, positive, negative)")
+    y_pred = _to_compute_dtype(_check_stacked(y_pred, 3, "[B, 3, D] (anchor, positive, negative)"))
     return _triplet_hinge(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2], margin, distance_metric)
 
 
