@@ -492,3 +492,16 @@ def test_train_facenet_flags_reach_the_trainer(tmp_path, orl_dir):
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     # The 64-d projection.
     assert metrics["embedding_size"] == 64 and "s_norm_verification_accuracy" not in metrics
+
+
+def test_train_facenet_align_flags_reach_the_trainer(tmp_path, monkeypatch):
+    import fsl.training
+
+    seen = {}
+    monkeypatch.setattr(fsl.training, "train_facenet",
+                        lambda data, **kwargs: seen.update(kwargs) or {"ok": True})
+    assert cli.main(["train", "facenet", "--data", str(tmp_path), "--align", "crop",
+                     "--crop-margin", "12"]) == 0
+    assert (seen["align"], seen["crop_margin"]) == ("crop", 12.0)
+    assert cli.main(["train", "facenet", "--data", str(tmp_path), "--crop-margin", "-1"]) == 2
+    assert cli.main(["train", "facenet", "--data", str(tmp_path), "--align", "box"]) == 2

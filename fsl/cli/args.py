@@ -51,6 +51,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def names(text: str) -> list:
     """``--identities``: comma-separated folder names, or ``@FILE``: a text
     file of names (one per line or comma-separated; ``#`` starts a comment)."""

@@ -14,12 +14,14 @@ from fsl.cli.args import (
     jit,
     loss_option,
     names,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     shrinkage,
 )
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
+from fsl.preprocessing import FACE_ALIGNMENTS
 from fsl.runs import PRECISIONS
 from fsl.training.choices import DEFAULT_K, EMBEDDINGS, POOLINGS
 from fsl.training.losses import LOSS_OPTIONS, TRIPLET_LOSSES
@@ -156,7 +158,7 @@ def _train_facenet(args) -> dict:
         data, **_given(args, (
             "test_identities", "identities", "loss", "p", "k", "image_size", "embedding_dim",
             "margin", "loss_options", "learning_rate", "augment", "embedding", "pooling",
-            "precise_bn", "test_time_flip")),
+            "precise_bn", "test_time_flip", "align", "crop_margin")),
         wccn=args.wccn, score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
     )
@@ -231,6 +233,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=positive_int, default=4, help="faces per identity in a batch")
     p.add_argument("--image-size", type=positive_int, default=96, help="square side, default 96")
+    p.add_argument("--align", choices=FACE_ALIGNMENTS, default="none",
+                   help="cut faces out of the photos: none (whole photos, default: cropped "
+                   "face sets), crop (detected box plus --crop-margin) or template (5-point "
+                   "alignment); done once and cached, and served the same way")
+    p.add_argument("--crop-margin", type=non_negative_float, default=32.0,
+                   help="pixels around the detected box for --align crop, default 32")
     p.add_argument("--embedding-dim", type=positive_int, default=64,
                    help="width of the projection head the loss trains, default 64")
     p.add_argument("--augment", type=float, default=1.0,

@@ -24,6 +24,7 @@ from fsl.faces.align import (
     similarity_transform,
     template,
 )
+from fsl.faces.crops import face_crops, face_folder_crops
 from fsl.faces.detect import (
     KEYPOINT_NAMES,
     Face,
@@ -49,6 +50,8 @@ __all__ = [
     "NoFaceError",
     "Verification",
     "cluster_embeddings",
+    "face_crops",
+    "face_folder_crops",
     "list_images",
     "save_cluster_grids",
     "KEYPOINT_NAMES",

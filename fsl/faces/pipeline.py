@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from fsl._checks import PathLike
-from fsl.faces.align import align_face, crop_face
-from fsl.faces.detect import Face, detect, load_image
+from fsl.faces.crops import face_crops
+from fsl.faces.detect import Face
 from fsl.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -346,21 +346,8 @@ class FacePipeline:
         Largest face first. With ``detect_faces=False`` the photo itself is
         the only face (``Face`` is ``None``).
         """
-        pixels = load_image(image)
-        if not self.detect_faces:
-            return [(None, self.prep.prepare(pixels))]
-        found = detect(pixels, min_confidence=self.min_confidence)
-        crops = []
-        for face in found:
-            if self.align == "template":
-                crop = align_face(pixels, face.keypoints, size=max(self.image_size))
-            elif self.align == "crop":
-                crop = crop_face(pixels, face.box, margin=self.margin, size=max(self.image_size))
-            else:
-                x, y, w, h = (int(round(v)) for v in face.box)
-                crop = pixels[y : y + h, x : x + w]
-            crops.append((face, self.prep.prepare(np.asarray(crop))))
-        return crops
+        return face_crops(image, self.prep, self.align, self.margin,
+                          detect_faces=self.detect_faces, min_confidence=self.min_confidence)
 
     def embed_images(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings ``[N, D]`` of face crops ``[N, H, W, C]`` (0..255)."""

@@ -20,13 +20,14 @@ from fsl._checks import (
     check_fraction,
     check_positive_float,
     check_positive_int,
+    check_real,
     check_seed,
 )
 from fsl._deprecation import moved_names
 from fsl.data.augment import augment_batches
 from fsl.evaluation.protocols import CROSS_FIT_MIN_PEOPLE, SCORE_NORMS, evaluate_faces
 from fsl.models.base import predict
-from fsl.preprocessing import Preprocessing
+from fsl.preprocessing import FACE_ALIGNMENTS, Preprocessing
 from fsl.runs import RunDir
 from fsl.training.choices import EMBEDDINGS, POOLINGS
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
@@ -49,10 +50,18 @@ _ROTATION, _TRANSLATION, _ZOOM = 0.03, 0.05, 0.1
 
 
 def _load(folder, prep: Preprocessing):
+    """The folder's faces as the model takes them: whole photos, or (``align``
+    ``"crop"``/``"template"``) the largest face of each, detected and cut out
+    once by ``fsl.faces.face_folder_crops`` (cached), as serving cuts them."""
     from fsl.data.faces import load_images_numpy
 
-    return load_images_numpy(folder, prep.image_size, channels=prep.channels,
-                             standardize=prep.standardize)
+    if prep.align == "none":
+        return load_images_numpy(folder, prep.image_size, channels=prep.channels,
+                                 standardize=prep.standardize)
+    from fsl.faces.crops import face_folder_crops
+
+    pixels, labels, _ = face_folder_crops(folder.paths, folder.labels, prep)
+    return prep.standardize_pixels(pixels).astype("float32"), labels.astype("int32")
 
 
 def _split(data_dir, identities, test_identities, split_seed):
@@ -80,6 +89,8 @@ def train_facenet(
     loss_options: Mapping[str, Any] | None = None,
     learning_rate: float = 1e-3,
     standardize: str = "fixed",
+    align: str = "none",
+    crop_margin: float = 32.0,
     augment: float = 1.0,
     embedding: str = "pooled",
     pooling: str = "gdc",
@@ -147,6 +158,15 @@ def train_facenet(
             (``fsl.training.losses.LOSS_OPTIONS``), e.g. ``{"gamma": 64.0}``.
         learning_rate: initial Adam learning rate (cosine decay to 0).
         standardize: pixel standardisation, ``fsl.preprocessing.STANDARDIZE_MODES``.
+        align: how faces are cut out of the photos: ``"none"`` (the whole
+            photo: cropped face sets such as ORL), ``"crop"`` (MTCNN's box
+            grown by ``crop_margin`` pixels, FaceNet's crop) or ``"template"``
+            (MTCNN's five points onto ``fsl.faces.template``). The crops are
+            made once by ``fsl.faces.face_folder_crops`` (cached; photos
+            without a face are skipped with a warning) and recorded in the
+            run's preprocessing, so ``fsl verify``/``identify``/``cluster``
+            and ``FacePipeline.from_run`` cut faces out the same way.
+        crop_margin: pixels around the box for ``align="crop"``.
         augment: augmentation strength in ``[0, 1]`` (0: none): random
             left-right flip, rotation up to ``11 * augment`` degrees, shift
             up to ``5% * augment`` of the side and zoom in or out up to
@@ -196,7 +216,8 @@ def train_facenet(
         recipe["p"] = min(DEFAULT_P, train_faces.num_classes)
     # An absolute path: the run re-evaluates (and resumes) from any working folder.
     recipe["data_dir"] = os.path.abspath(data_dir)
-    prep = Preprocessing((recipe["image_size"],) * 2, channels=1, standardize=recipe["standardize"])
+    prep = Preprocessing((recipe["image_size"],) * 2, channels=1, standardize=recipe["standardize"],
+                         align=recipe["align"], margin=recipe["crop_margin"])
 
     run_dir = options.start("facenet", recipe)
     keras.utils.set_random_seed(recipe["seed"])
@@ -271,6 +292,8 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
         recipe[name] = check_positive_float(name, recipe[name])
     recipe["loss_options"] = check_loss_options(loss, recipe["loss_options"])
     recipe["standardize"] = check_choice("standardize", recipe["standardize"], STANDARDIZE)
+    recipe["align"] = check_choice("align", recipe["align"], FACE_ALIGNMENTS)
+    recipe["crop_margin"] = check_real("crop_margin", recipe["crop_margin"], 0.0)
     recipe["augment"] = check_fraction("augment", recipe["augment"])
     recipe["embedding"] = check_choice("embedding", recipe["embedding"], EMBEDDINGS)
     recipe["pooling"] = check_choice("pooling", recipe["pooling"], POOLINGS)
