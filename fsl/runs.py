@@ -4,6 +4,9 @@ A run folder ``<output_dir>/<run>/`` holds:
 
 * ``model.keras``: the trained model (reloads with no ``custom_objects``);
 * ``embedding.keras``: the embedding model, for tasks that learn one;
+* ``domain.npz``: the range of the training images' pixel statistics
+  (``fsl.evaluation.domain.Domain``), for embedding tasks: the serving
+  paths warn about inputs unlike them;
 * ``config.json``: every argument, the seed, the data source actually used and
   the versions of Python, Keras, TensorFlow and the Keras backend;
 * ``metrics.json``: what the run measured, with the per-epoch ``history``;
@@ -54,6 +57,7 @@ DEFAULT_OUTPUT_DIR = "saved_models"
 MODEL_FILE = "model.keras"
 EMBEDDING_FILE = "embedding.keras"
 COHORT_FILE = "cohort.npy"
+DOMAIN_FILE = "domain.npz"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -184,6 +188,26 @@ class RunDir:
     def cohort_path(self) -> pathlib.Path:
         """Embeddings of the training faces, S-norm's cohort (face runs)."""
         return self.path / COHORT_FILE
+
+    @property
+    def domain_path(self) -> pathlib.Path:
+        """The range of the training images' pixel statistics
+        (``fsl.evaluation.domain.Domain``), for out-of-domain hints."""
+        return self.path / DOMAIN_FILE
+
+    def save_domain(self, pixels) -> None:
+        """Fit and save the run's ``Domain`` on its training images (raw
+        model-size pixels, 0..255)."""
+        from fsl.evaluation.domain import Domain
+
+        Domain.fit(pixels).save(self.domain_path)
+
+    def read_domain(self):
+        """The run's ``fsl.evaluation.domain.Domain``, or ``None`` if it has
+        none (runs from before it was saved)."""
+        from fsl.evaluation.domain import Domain
+
+        return Domain.load(self.domain_path) if self.domain_path.is_file() else None
 
     @property
     def config_path(self) -> pathlib.Path:

@@ -25,6 +25,7 @@ MODULES = [
     "fsl.evaluation.landmarks",
     "fsl.evaluation.baselines",
     "fsl.evaluation.whitening",
+    "fsl.evaluation.domain",
 ]
 
 

@@ -130,6 +130,10 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: Appended to a decision about a photo unlike the model's training data.
+_UNRELIABLE = "  (unreliable: unlike the training data)"
+
+
 def run_verify(args: argparse.Namespace) -> int:
     if args.pairs is not None:
         if args.image_a is not None or args.image_b is not None:
@@ -140,19 +144,21 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         pairs = [(_check_file(args.image_a), _check_file(args.image_b))]
     pipeline = build_pipeline(args)
-    embeddings: dict[str, object] = {}
+    embeddings: dict[str, tuple] = {}
 
     def embed(path):
         if path not in embeddings:  # each photo embedded once
-            embeddings[path] = pipeline.embed(path)
+            embeddings[path] = pipeline.embed_with_domain(path)
         return embeddings[path]
 
     results = []
     for a, b in pairs:
-        distance = float(pipeline.distance(embed(a), embed(b))[0])
+        (ea, known_a), (eb, known_b) = embed(a), embed(b)
+        distance = float(pipeline.distance(ea, eb)[0])
         results.append({"image_a": a, "image_b": b, "distance": distance,
                         "threshold": pipeline.threshold, "same": distance <= pipeline.threshold,
-                        "score_norm": pipeline.cohort is not None})
+                        "score_norm": pipeline.cohort is not None,
+                        "in_domain": None if known_a is None else known_a and known_b})
     if args.json:
         print(json.dumps(results if args.pairs is not None else results[0]))
     else:
@@ -160,7 +166,8 @@ def run_verify(args: argparse.Namespace) -> int:
             decision = "same person" if result["same"] else "different people"
             prefix = f"{result['image_a']}  {result['image_b']}  " if args.pairs else ""
             print(f"{prefix}{_scale(pipeline)} {result['distance']:.4f}  "
-                  f"threshold {result['threshold']:.4f}  -> {decision}")
+                  f"threshold {result['threshold']:.4f}  -> {decision}"
+                  f"{_UNRELIABLE if result['in_domain'] is False else ''}")
     return 0
 
 
@@ -182,7 +189,8 @@ def run_identify(args: argparse.Namespace) -> int:
             who = result.name if result.name is not None else f"unknown (nearest: {result.nearest})"
             prefix = f"{photo}  " if len(results) > 1 else ""
             print(f"{prefix}{who}  {_scale(pipeline)} {result.distance:.4f}  "
-                  f"threshold {result.threshold:.4f}")
+                  f"threshold {result.threshold:.4f}"
+                  f"{_UNRELIABLE if result.in_domain is False else ''}")
     return 0
 
 

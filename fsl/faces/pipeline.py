@@ -54,6 +54,10 @@ ALIGN_MODES = ("template", "crop", "none")
 CLUSTER_METHODS = ("agglomerative", "kmeans")
 
 
+#: Run tasks whose models embed faces.
+FACE_TASKS = ("facenet",)
+
+
 class NoFaceError(ValueError):
     """Raised when a photo that must contain a face has none."""
 
@@ -65,6 +69,9 @@ class Verification:
     distance: float
     threshold: float
     same: bool
+    #: Both faces like the model's training images (``FacePipeline.domain``);
+    #: ``None`` when the pipeline has no domain.
+    in_domain: bool | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,6 +85,8 @@ class Identification:
     distance: float
     threshold: float
     nearest: str
+    #: The face like the model's training data; ``None`` without a ``domain``.
+    in_domain: bool | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -162,6 +171,11 @@ class FacePipeline:
             ``identify`` and agglomerative ``cluster`` are then S-normalised
             against it (``fsl.evaluation.s_norm_distances``), the score the
             run's ``s_norm_verification_accuracy`` measures.
+        domain: optional ``fsl.evaluation.domain.Domain`` of the model's
+            training images (a run's ``domain.npz``): a face whose pixel
+            statistics fall outside theirs is out of domain (noise, a blank
+            frame, a digit model shown faces): ``embed`` logs a warning
+            naming it and the decisions say ``in_domain=False``.
 
     Examples:
 
@@ -183,6 +197,7 @@ class FacePipeline:
         metric: str = "L2",
         min_confidence: float = 0.9,
         cohort: np.ndarray | None = None,
+        domain: Any = None,
     ):
         if isinstance(preprocessing, Preprocessing):
             prep = preprocessing
@@ -221,6 +236,7 @@ class FacePipeline:
         self.metric = metric
         self.min_confidence = float(min_confidence)
         self.cohort = cohort
+        self.domain = domain
         self._embed_fn = self._make_embed_fn(embedder)
 
     # === Construction from saved artefacts ===
@@ -268,6 +284,10 @@ class FacePipeline:
 
         run = open_run(run_dir)  # it has a model.keras, or it raises
         metrics = run.read_metrics() if run.metrics_path.is_file() else {}
+        task = run.read_config().get("task")
+        if task not in FACE_TASKS:
+            logger.warning("%s is a %r run, not a face model: its embeddings and threshold "
+                           "were learned on other images", run.path, task)
         prep = run.preprocessing()
         overrides.update(_serving_preparation(prep, overrides, run.path))
         for key in ("image_size", "channels"):
@@ -285,6 +305,7 @@ class FacePipeline:
             kwargs["threshold"] = float(metrics["threshold"])
         if score_norm == "s-norm":
             kwargs["cohort"], kwargs["threshold"] = run.read_s_norm()
+        kwargs["domain"] = run.read_domain()
         kwargs.update(overrides)
         logger.info(
             "FacePipeline from %s: %s", run.path,
@@ -370,11 +391,31 @@ class FacePipeline:
         Raises:
             NoFaceError: if the photo has no face.
         """
+        return self.embed_with_domain(image)[0]
+
+    def embed_with_domain(self, image: Any) -> tuple[np.ndarray, bool | None]:
+        """``(embedding [D], in domain)`` of the largest face of a photo.
+
+        In domain: the face's pixels look like the model's training images
+        (``domain``; ``None`` when the pipeline has none). A face out of
+        domain is also named in a logged warning.
+
+        Raises:
+            NoFaceError: if the photo has no face.
+        """
         found = self.faces(image)
+        name = f" in {str(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
         if not found:
-            name = f" in {str(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
             raise NoFaceError(f"No face found{name}")
-        return self.embed_images(found[0][1][None])[0]
+        crop = found[0][1]
+        embedding = self.embed_images(crop[None])[0]
+        if self.domain is None:
+            return embedding, None
+        reason = self.domain.reason(crop)
+        if reason is not None:
+            logger.warning("The face%s looks unlike the images the model was trained on (%s): "
+                           "decisions about it are unreliable", name or " given", reason)
+        return embedding, reason is None
 
     def embed_files(self, paths: Sequence[PathLike]) -> tuple[np.ndarray, list[int]]:
         """Embeddings of the largest face of each file, skipping (with a warning
@@ -407,8 +448,10 @@ class FacePipeline:
 
     def verify(self, a: Any, b: Any) -> Verification:
         """Are the largest faces of photos ``a`` and ``b`` the same person?"""
-        distance = float(self.distance(self.embed(a), self.embed(b))[0])
-        return Verification(distance, self.threshold, distance <= self.threshold)
+        (ea, known_a), (eb, known_b) = self.embed_with_domain(a), self.embed_with_domain(b)
+        distance = float(self.distance(ea, eb)[0])
+        return Verification(distance, self.threshold, distance <= self.threshold,
+                            None if known_a is None else known_a and known_b)
 
     def enroll(self, directory: PathLike):
         """A ``fsl.evaluation.Gallery`` of the people in ``directory``.
@@ -436,10 +479,11 @@ class FacePipeline:
 
     def identify(self, image: Any, gallery) -> Identification:
         """The enrolled person nearest to the largest face, or ``None`` (unknown)."""
-        embedding = self.embed(image)[None]
+        embedding, known = self.embed_with_domain(image)
+        embedding = embedding[None]
         names, distances = gallery.identify(embedding, self.threshold)
         nearest = gallery.nearest(embedding)[0][0] if hasattr(gallery, "nearest") else names[0]
-        return Identification(names[0], float(distances[0]), self.threshold, str(nearest))
+        return Identification(names[0], float(distances[0]), self.threshold, str(nearest), known)
 
     def calibrate(self, directory: PathLike, far: float | None = None, seed: int = 0) -> dict:
         """Choose the threshold on the labelled pairs of a folder of the people served.

@@ -49,19 +49,22 @@ STANDARDIZE = ("fixed", "prewhiten", "unit")
 _ROTATION, _TRANSLATION, _ZOOM = 0.03, 0.05, 0.1
 
 
-def _load(folder, prep: Preprocessing):
-    """The folder's faces as the model takes them: whole photos, or (``align``
-    ``"crop"``/``"template"``) the largest face of each, detected and cut out
-    once by ``fsl.faces.face_folder_crops`` (cached), as serving cuts them."""
+def _load(folder, prep: Preprocessing, standardize: bool = True):
+    """The folder's faces as the model takes them (``standardize=False``: raw
+    0..255 pixels): whole photos, or (``align`` ``"crop"``/``"template"``)
+    the largest face of each, detected and cut out once by
+    ``fsl.faces.face_folder_crops`` (cached), as serving cuts them."""
     from fsl.data.faces import load_images_numpy
 
     if prep.align == "none":
         return load_images_numpy(folder, prep.image_size, channels=prep.channels,
-                                 standardize=prep.standardize)
+                                 standardize=prep.standardize if standardize else None)
     from fsl.faces.crops import face_folder_crops
 
     pixels, labels, _ = face_folder_crops(folder.paths, folder.labels, prep)
-    return prep.standardize_pixels(pixels).astype("float32"), labels.astype("int32")
+    if standardize:
+        pixels = prep.standardize_pixels(pixels)
+    return pixels.astype("float32"), labels.astype("int32")
 
 
 def _split(data_dir, identities, test_identities, split_seed):
@@ -239,6 +242,7 @@ def train_facenet(
     embedder = _embedder(recipe, net, x_train, y_train)
     run_dir.save_model(net, "model")
     run_dir.save_model(embedder, "embedding")
+    run_dir.save_domain(_load(train_faces, prep, standardize=False)[0])
     if recipe["score_norm"] == "s-norm":
         # The cohort S-norm scores against when the run verifies or exports.
         np.save(run_dir.cohort_path, predict(embedder, x_train).astype(np.float32))

@@ -253,6 +253,7 @@ def train_siamese_mnist(
     history, seconds = options.fit(model, dataset, epochs, run_dir)
     run_dir.save_model(model, "model")
     run_dir.save_model(encoder, "embedding")
+    run_dir.save_domain(np.asarray(train[0]) * 255.0)  # unit-scaled digits
 
     # === Evaluation ===
     metrics = evaluate_embeddings(encoder, train, test, metric)
@@ -423,6 +424,7 @@ def train_triplet_mnist(
     history, seconds = options.fit(model, dataset, epochs, run_dir)
     run_dir.save_model(model, "model")
     run_dir.save_model(model, "embedding")
+    run_dir.save_domain(np.asarray(train[0]) * 255.0)
 
     # === Evaluation ===
     metrics = evaluate_embeddings(model, train, test, metric)
