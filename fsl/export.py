@@ -219,8 +219,15 @@ def _images_to_model_input(tf, images, hwc, resize, standardize, name):
 
 
 def _model_fn(model):
+    import tensorflow as tf
+
     def call(x):
-        return model(x, training=False)
+        # Batch norm's kernels fail on an empty batch: the model then sees one
+        # blank image, and none of its outputs is kept.
+        n = tf.shape(x)[0]
+        blank = tf.zeros(tf.concat([[1], tf.shape(x)[1:]], axis=0), x.dtype)
+        out = model(tf.cond(n > 0, lambda: x, lambda: blank), training=False)
+        return tf.nest.map_structure(lambda t: t[:n], out)
 
     return call
 
