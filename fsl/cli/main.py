@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from fsl.backend import BackendError
-from fsl.cli import faces, runs, train
+from fsl.cli import faces, runs, serve, train
 from fsl.cli.args import CliError, Parser
 
 #: Exceptions that mean "the user asked for something wrong", reported in one line.
@@ -115,6 +115,8 @@ register_command("calibrate", "choose a run's threshold on labelled photos of yo
                  faces.calibrate_arguments, faces.run_calibrate)
 register_command("cluster", "group a folder of photos by person; one grid image per cluster",
                  faces.cluster_arguments, faces.run_cluster)
+register_command("serve", "a face search engine: web page and JSON API over a gallery",
+                 serve.serve_arguments, serve.run_serve)
 
 
 # === Entry point ===

@@ -285,7 +285,7 @@ class FacePipeline:
         run = open_run(run_dir)  # it has a model.keras, or it raises
         metrics = run.read_metrics() if run.metrics_path.is_file() else {}
         task = run.read_config().get("task")
-        if task not in FACE_TASKS:
+        if task not in FACE_TASKS and overrides.get("detect_faces") is not False:
             logger.warning("%s is a %r run, not a face model: its embeddings and threshold "
                            "were learned on other images", run.path, task)
         prep = run.preprocessing()
