@@ -237,3 +237,24 @@ def test_quality_facenet_arg_parses_json_values():
     for bad in ("margin", "=1", "two words=1"):
         with pytest.raises(Exception, match="expected KEY=VALUE"):
             quality._facenet_arg(bad)
+
+
+def test_search_benchmark_reports_each_part():
+    pytest.importorskip("usearch", reason="the approximate backend needs the [search] extra")
+    pytest.importorskip("fastapi", reason="the HTTP part needs the [serve] extra")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "search.py"), "--exact-sizes", "300,600",
+         "--approximate-size", "3000", "--http-size", "200", "--queries", "20"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    _assert_machine(report["machine"])
+    assert [r["items"] for r in report["exact"]] == [300, 600]
+    for record in report["exact"] + [report["approximate"], report["http"]["search"]]:
+        assert 0 < record["p50_ms"] <= record["p95_ms"], record
+    approx = report["approximate"]
+    assert approx["items"] == 3000 and approx["build_seconds"] > 0
+    # Clustered data, 3,000 items: HNSW finds the exact nearest item nearly always.
+    assert 0.9 <= approx["recall_at_1"] <= 1.0
+    assert report["http"]["items"] == 200 and report["http"]["enrol_photos_per_second"] > 0

@@ -54,6 +54,8 @@ ALIGN_MODES = ("template", "crop", "none")
 CLUSTER_METHODS = ("agglomerative", "kmeans")
 
 
+#: Batches up to this size call a Keras embedder directly rather than through predict().
+_DIRECT_CALL_MAX = 16
 #: Run tasks whose models embed faces.
 FACE_TASKS = ("facenet",)
 
@@ -351,7 +353,17 @@ class FacePipeline:
 
             return call_signature
         if hasattr(embedder, "predict"):
-            return lambda images: np.asarray(embedder.predict(images, verbose=0))
+            def call_model(images: np.ndarray) -> np.ndarray:
+                # A few photos (one served request): a direct call, without
+                # predict()'s per-call set-up; many: predict's batches.
+                if len(images) <= _DIRECT_CALL_MAX:
+                    import keras
+
+                    return np.asarray(keras.ops.convert_to_numpy(
+                        embedder(np.asarray(images, np.float32), training=False)))
+                return np.asarray(embedder.predict(images, verbose=0))
+
+            return call_model
         if callable(embedder):
             return lambda images: np.asarray(embedder(images))
         raise TypeError(

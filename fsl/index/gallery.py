@@ -164,6 +164,8 @@ class Gallery:
         ids, vectors, names = self._store.embeddings(self.dim)
         self._people = dict(zip(ids.tolist(), names, strict=True))
         self.backend.add(ids, vectors)
+        #: Bumped by every add and remove (e.g. to refresh what is derived from the items).
+        self.version = 0
 
     # === Writes ===
 
@@ -195,6 +197,7 @@ class Gallery:
                                   metadata)
             self.backend.add(np.asarray(ids), vectors.astype(np.float32))
             self._people.update(zip(ids, names, strict=True))
+            self.version += 1
         return ids
 
     def remove(self, item_ids: Iterable[int] | None = None, person: str | None = None) -> int:
@@ -209,6 +212,7 @@ class Gallery:
             self.backend.remove(removed)
             for item in removed:
                 self._people.pop(item, None)
+            self.version += 1
         return len(removed)
 
     # === Reads ===
@@ -249,7 +253,7 @@ class Gallery:
         with self._lock:
             ids, distances = self.backend.search(queries.astype(np.float32), k)
             people = dict(self._people)
-        sources = {item["id"]: item["source"] for item in self._store.items()} if ids.size else {}
+        sources = self._store.sources(ids[ids >= 0].ravel().tolist())
         results = []
         for row_ids, row_d in zip(ids, distances, strict=True):
             matches = [Match(int(i), people[int(i)], float(d), sources.get(int(i)))

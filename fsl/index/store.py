@@ -126,6 +126,15 @@ class Store:
                  "added": added, "thumbnail": bool(thumb)}
                 for i, person, source, meta, added, thumb in rows]
 
+    def sources(self, item_ids: Iterable[int]) -> dict[int, str | None]:
+        """Where each item's photo came from, by id."""
+        item_ids = sorted({int(i) for i in item_ids})
+        if not item_ids:
+            return {}
+        return dict(self.db.execute(
+            f"SELECT id, source FROM items WHERE id IN ({','.join('?' * len(item_ids))})",
+            item_ids))
+
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self.db.execute("SELECT thumbnail FROM items WHERE id = ?", (int(item_id),)).fetchone()
         return None if row is None else row[0]

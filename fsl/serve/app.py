@@ -54,6 +54,8 @@ class SearchEngine:
         self.pipeline = FacePipeline.from_run(run, **overrides)
         self.gallery = Gallery(db, model_card(run), backend=backend)
         self._model_lock = threading.Lock()  # one model call at a time
+        self._map_lock = threading.Lock()
+        self._map: tuple[int, dict] | None = None
 
     def embed(self, pixels: np.ndarray) -> tuple[np.ndarray, bytes, bool | None]:
         """(embedding, thumbnail JPEG, in domain) of the largest face of a photo.
@@ -98,7 +100,14 @@ class SearchEngine:
         return done
 
     def map(self) -> dict[str, Any]:
-        """The gallery in 2-D (PCA of its embeddings): points, people, and the projection."""
+        """The gallery in 2-D (PCA of its embeddings): points, people, and the
+        projection; recomputed only after the gallery changed."""
+        with self._map_lock:
+            if self._map is None or self._map[0] != self.gallery.version:
+                self._map = (self.gallery.version, self._compute_map())
+            return self._map[1]
+
+    def _compute_map(self) -> dict[str, Any]:
         ids, vectors, people = self.gallery.embeddings()
         if len(ids) < 2:
             return {"points": [], "mean": None, "axes": None}

