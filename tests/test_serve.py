@@ -276,3 +276,28 @@ def test_the_page_in_headless_chromium(run, orl_dir, tmp_path):
         chrome.quit()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_enrolling_a_folder_at_start_reports_progress_and_skips_bad_files(run, tmp_path,
+                                                                          orl_dir, caplog):
+    folder = tmp_path / "people"
+    for person in ("s05", "s06"):
+        (folder / person).mkdir(parents=True)
+        for photo in ("01", "02"):
+            shutil.copy(orl_dir / person / f"{photo}.png", folder / person / f"{photo}.png")
+    (folder / "s06" / "broken.png").write_bytes(b"not a png")
+    with caplog.at_level("WARNING", logger="fsl.serve.app"):
+        app = create_app(run, tmp_path / "g.sqlite", gallery_dir=folder)
+    assert f"Skipping {folder / 's06' / 'broken.png'}" in caplog.text
+    assert "Enrolled 4 of 5 photos" in caplog.text
+    with TestClient(app) as client:
+        assert client.get("/api/people").json() == {"s05": 2, "s06": 2}
+
+
+def test_fsl_serve_argument_errors_are_one_line(tmp_path, capsys):
+    from fsl import cli
+
+    assert cli.main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert "model run folder not found" in capsys.readouterr().err
+    assert cli.main(["serve"]) == 2
+    assert "--model" in capsys.readouterr().err
