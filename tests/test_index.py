@@ -75,6 +75,10 @@ def test_the_sqlite_file_is_the_gallery(tmp_path):
         Gallery(path, _card(fingerprint="0" * 64, name="model-b"))
     with pytest.raises(ValueError, match="new gallery: give the model"):
         Gallery(tmp_path / "new.sqlite")
+    # The same model with a recalibrated threshold: the gallery takes the new one.
+    with Gallery(path, _card(threshold=0.9)) as recalibrated:
+        assert recalibrated.threshold == 0.9
+    assert Gallery(path).threshold == 0.9
 
 
 def test_remove_by_item_and_by_person(tmp_path):

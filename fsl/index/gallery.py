@@ -157,6 +157,10 @@ class Gallery:
                 f"The gallery {str(self.path)!r} was built with model {recorded['name']!r} "
                 f"(fingerprint {recorded['fingerprint'][:12]}), not with {model['name']!r} "
                 f"(fingerprint {model['fingerprint'][:12]}): build another gallery for it")
+        elif model is not None and float(model["threshold"]) != float(recorded["threshold"]):
+            # Same model, threshold recalibrated since (fsl calibrate): the run's is current.
+            recorded = {**recorded, "threshold": float(model["threshold"])}
+            self._store.set_meta({"threshold": recorded["threshold"]})
         self.model = recorded
         self.dim, self.metric = int(recorded["dim"]), recorded["metric"]
         self.threshold = float(recorded["threshold"])
