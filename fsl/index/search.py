@@ -34,14 +34,15 @@ class ExactSearch:
     def __init__(self, dim: int, metric: str = "L2"):
         self.dim, self.metric = int(dim), metric
         self.ids = np.zeros(0, np.int64)
-        self.vectors = np.zeros((0, self.dim), np.float32)
+        # float64, as fsl.evaluation computes distances: no copy per query.
+        self.vectors = np.zeros((0, self.dim), np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
-        self.vectors = np.concatenate([self.vectors, np.asarray(vectors, np.float32)])
+        self.vectors = np.concatenate([self.vectors, np.asarray(vectors, np.float64)])
 
     def remove(self, ids) -> None:
         keep = ~np.isin(self.ids, np.asarray(list(ids), np.int64))
@@ -57,7 +58,7 @@ class ExactSearch:
             return out_ids, out_d
         for start in range(0, len(queries), _BLOCK):
             d = cross_distances(queries[start:start + _BLOCK].astype(np.float64),
-                                self.vectors.astype(np.float64), self.metric)
+                                self.vectors, self.metric)
             top = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else \
                 np.tile(np.arange(d.shape[1]), (len(d), 1))
             rows = np.arange(len(d))[:, None]
