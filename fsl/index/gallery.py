@@ -256,7 +256,7 @@ class Gallery:
             raise ValueError("queries must be finite. Received: NaN or infinite values")
         with self._lock:
             ids, distances = self.backend.search(queries.astype(np.float32), k)
-            people = dict(self._people)
+            people = {int(i): self._people[int(i)] for i in ids.ravel() if i >= 0}
         sources = self._store.sources(ids[ids >= 0].ravel().tolist())
         results = []
         for row_ids, row_d in zip(ids, distances, strict=True):
