@@ -74,12 +74,20 @@ class SearchEngine:
         known = None if self.pipeline.domain is None else self.pipeline.domain.reason(crop) is None
         return embedding, thumbnail(pixels, None if face is None else face.box), known
 
-    def enrol(self, pixels: np.ndarray, name: str, source: str | None = None) -> int:
+    def enrol(self, pixels: np.ndarray, name: str, source: str | None = None
+              ) -> tuple[int, bool | None]:
+        """Add the photo's largest face as ``name``; returns (item id, in domain).
+
+        Raises:
+            ValueError: a bad name (checked before the model runs).
+            fsl.faces.NoFaceError: no face in the photo.
+        """
         from fsl.index import check_person
 
-        name = check_person(name)  # before the model runs
-        embedding, thumb, _ = self.embed(pixels)
-        return self.gallery.add(embedding[None], [name], sources=[source], thumbnails=[thumb])[0]
+        name = check_person(name)
+        embedding, thumb, known = self.embed(pixels)
+        item = self.gallery.add(embedding[None], [name], sources=[source], thumbnails=[thumb])[0]
+        return item, known
 
     def enrol_folder(self, folder: PathLike, report_every: int = 10) -> int:
         """Enrol every photo of ``folder`` (one sub-folder per person), logging
@@ -218,12 +226,12 @@ def create_app(run: PathLike, db: PathLike, token: str | None = None,
         from fsl.index import check_person
 
         try:
-            name = check_person(name)
+            name = check_person(name)  # a 400 before the upload is read
+            item, known = engine.enrol(await read(photo), name, photo.filename)
+        except NoFaceError as error:
+            raise HTTPException(422, str(error)) from None
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
-        embedding, thumb, known = embed(await read(photo))
-        item = engine.gallery.add(embedding[None], [name], sources=[photo.filename],
-                                  thumbnails=[thumb])[0]
         return {"item_id": item, "person": name, "in_domain": known}
 
     @app.delete("/api/items/{item_id}")
