@@ -10,6 +10,10 @@
   models take raw pixels.
 * ``ScaledResidual``: ``x + scale * residual``, the scaled shortcut of
   Inception-ResNet blocks.
+* ``Affine``: a fixed-statistics per-channel ``gamma * x + beta`` (a batch
+  normalisation folded for inference, dlib's ``affine`` layer).
+* ``PaddedAdd``: add two tensors of different shapes, each zero-padded at
+  the end of every axis to the larger size (dlib's ``add_prev``).
 * ``HorizontalFlip``: mirror images left-right, at inference too (test-time
   augmentation inside the model).
 * ``Whitening``: a fixed linear map ``(x - mean) @ matrix`` then L2
@@ -41,6 +45,8 @@ __all__ = [
     "SiameseHead",
     "Standardize",
     "ScaledResidual",
+    "Affine",
+    "PaddedAdd",
     "HorizontalFlip",
     "Whitening",
 ]
@@ -403,6 +409,103 @@ class ScaledResidual(keras.layers.Layer):
         config.update({"scale": self.scale})
         return config
 
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class Affine(keras.layers.Layer):
+    """Per-channel ``gamma * x + beta`` over the last axis, no batch statistics.
+
+    What a batch normalisation becomes once its statistics are folded into
+    its scale and shift for inference (dlib's ``affine`` layer). Training
+    updates ``gamma`` and ``beta`` like any weights but never re-estimates
+    statistics, so fine-tuning a pretrained network on small batches keeps
+    its normalisation (the "frozen batch norm" of detection networks).
+
+    Args:
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> layer = Affine()
+    >>> layer.build((None, 2))
+    >>> layer.set_weights([np.array([2.0, 3.0]), np.array([1.0, 0.0])])
+    >>> np.asarray(layer(np.ones((1, 2), "float32"))).tolist()
+    [[3.0, 3.0]]
+    """
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(
+                f"Affine needs a known last dimension. Received: input_shape={input_shape}"
+            )
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        gamma = ops.cast(self.gamma, inputs.dtype)
+        beta = ops.cast(self.beta, inputs.dtype)
+        return inputs * gamma + beta
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="fsl")
+class PaddedAdd(keras.layers.Layer):
+    """``a + b`` for tensors of different static shapes, zero-padded at the end.
+
+    Called on ``[a, b]`` of the same rank; every non-batch axis of each is
+    padded with zeros after its last element up to the larger of the two
+    sizes, then they are added. A residual shortcut with fewer channels, or
+    a pooled shortcut one pixel larger than the strided branch, is added this
+    way in dlib's ResNets (``add_prev``: its ``tt::add`` of tensors of
+    different sizes).
+
+    Args:
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Raises:
+        ValueError: on inputs of different ranks or unknown non-batch sizes.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> a = np.ones((1, 2, 1), "float32")
+    >>> b = np.full((1, 1, 2), 10.0, "float32")
+    >>> np.asarray(PaddedAdd()([a, b]))[0].tolist()
+    [[11.0, 10.0], [1.0, 0.0]]
+    """
+
+    @staticmethod
+    def _target(a_shape, b_shape) -> tuple:
+        a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+        if len(a_shape) != len(b_shape) or any(
+            s is None for s in (*a_shape[1:], *b_shape[1:])
+        ):
+            raise ValueError(
+                "PaddedAdd needs two inputs of the same rank with known non-batch sizes. "
+                f"Received: shapes {a_shape} and {b_shape}"
+            )
+        return tuple(max(x, y) for x, y in zip(a_shape[1:], b_shape[1:]))
+
+    def call(self, inputs):
+        a, b = _check_pair(inputs, "PaddedAdd")
+        target = self._target(a.shape, b.shape)
+
+        def pad(x):
+            widths = [(0, 0)] + [(0, t - s) for s, t in zip(x.shape[1:], target)]
+            return x if all(w == (0, 0) for w in widths) else ops.pad(x, widths)
+
+        return pad(a) + pad(b)
+
+    def compute_output_shape(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(f"PaddedAdd expects two shapes. Received: input_shape={input_shape}")
+        a, b = input_shape
+        batch = a[0] if a[0] is not None else b[0]
+        return (batch, *self._target(a, b))
 
 
 @keras.saving.register_keras_serializable(package="fsl")

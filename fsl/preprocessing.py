@@ -52,9 +52,11 @@ UNIT_SCALE = 255.0
 RESIZE_METHOD = "bilinear-antialias"
 #: How a face is cut out of a photo before the steps below: ``"none"`` (the
 #: whole photo is the face, e.g. ORL or LFW crops), ``"crop"`` (the detected
-#: box grown by ``margin`` pixels, FaceNet's crop) or ``"template"`` (the
-#: five detected keypoints mapped onto a template). See ``fsl.faces``.
-FACE_ALIGNMENTS = ("none", "crop", "template")
+#: box grown by ``margin`` pixels, FaceNet's crop), ``"template"`` (the
+#: five detected keypoints mapped onto a template) or ``"dlib-chip"`` (the
+#: five keypoints mapped onto dlib's face chip, for ``fsl.pretrained``'s
+#: dlib ResNet). See ``fsl.faces``.
+FACE_ALIGNMENTS = ("none", "crop", "template", "dlib-chip")
 
 
 
@@ -343,7 +345,8 @@ class Preprocessing:
         """The face preparation in words, for messages."""
         faces = {"none": "whole photos (no face detection)",
                  "crop": f"detected boxes grown by {self.margin:g} px",
-                 "template": "faces aligned on the 5-point template"}[self.align]
+                 "template": "faces aligned on the 5-point template",
+                 "dlib-chip": "faces aligned as dlib's face chips"}[self.align]
         return f"{faces}, {self.image_size[0]}x{self.image_size[1]}, {self.channels} channel(s)"
 
     # === Config ===

@@ -67,7 +67,7 @@ def test_crops_are_cached_and_photos_without_a_face_are_named(photos, tmp_path, 
         assert len(list(tmp_path.glob("*.npz"))) == 2
     finally:
         blank.unlink()
-    with pytest.raises(ValueError, match="align must be 'crop' or 'template'"):
+    with pytest.raises(ValueError, match="align must be 'crop', 'template' or 'dlib-chip'"):
         face_folder_crops(folder.paths, folder.labels, Preprocessing((48, 48)), cache=tmp_path)
 
 

@@ -288,6 +288,41 @@ def test_whitening_bad_arguments_name_the_value():
         layers.Whitening()(np.zeros((2, 3, 4), "float32"))
 
 
+# --- Affine, PaddedAdd (dlib's affine and add_prev) ---------------------------
+
+
+def test_affine_matches_numpy_and_trains():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    gamma, beta = rng.normal(size=3), rng.normal(size=3)
+    layer = layers.Affine()
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    np.testing.assert_allclose(_np(layer(x)), x * gamma + beta, rtol=1e-6, atol=1e-6)
+    assert len(layer.trainable_weights) == 2
+    _, grads = value_and_grad(lambda v: ops.sum(layer(v)), x)
+    np.testing.assert_allclose(grads[0], np.broadcast_to(gamma, x.shape), rtol=1e-6)
+    with pytest.raises(ValueError, match="known last dimension"):
+        layers.Affine().build((None, None))
+
+
+def test_padded_add_matches_dlib_add_prev():
+    """dlib's tt::add: each input zero-padded after its end to the larger size."""
+    rng = np.random.default_rng(4)
+    branch = rng.normal(size=(2, 3, 3, 8)).astype("float32")  # strided branch
+    shortcut = rng.normal(size=(2, 4, 4, 4)).astype("float32")  # pooled, fewer channels
+    expected = np.zeros((2, 4, 4, 8), "float32")
+    expected[:, :3, :3, :] += branch
+    expected[:, :, :, :4] += shortcut
+    np.testing.assert_allclose(_np(layers.PaddedAdd()([branch, shortcut])), expected, atol=1e-6)
+    same = layers.PaddedAdd()([shortcut, shortcut])
+    np.testing.assert_allclose(_np(same), 2 * shortcut, atol=1e-6)
+    assert layers.PaddedAdd().compute_output_shape([(None, 3, 3, 8), (None, 4, 4, 4)]) == (
+        None, 4, 4, 8)
+    with pytest.raises(ValueError, match="same rank"):
+        layers.PaddedAdd()([np.zeros((1, 2)), np.zeros((1, 2, 2))])
+
+
 LAYER_CASES = [
     (layers.L2Normalize, {"axis": 1, "epsilon": 1e-6}),
     (layers.PairDistance, {"metric": "squared-L2", "keepdims": False}),
@@ -296,6 +331,8 @@ LAYER_CASES = [
     (layers.ScaledResidual, {"scale": 0.1}),
     (layers.HorizontalFlip, {"data_format": "channels_first"}),
     (layers.Whitening, {"units": 4, "epsilon": 1e-8}),
+    (layers.Affine, {}),
+    (layers.PaddedAdd, {}),
 ]
 
 

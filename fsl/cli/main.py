@@ -3,6 +3,7 @@
 Commands::
 
     fsl train {siamese-mnist,triplet-mnist,mtfl,facenet} [options]
+    fsl pretrained dlib-resnet --output DIR [--data FACES]   # a pretrained face model
     fsl evaluate RUN_DIR                 # re-evaluate a run, print JSON metrics
     fsl embed RUN_DIR IMAGES... --out embeddings.npy
     fsl export RUN_DIR [--kind embedding|verifier|mtfl] [--export-dir DIR] [--score-norm s-norm]
@@ -35,7 +36,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from fsl.backend import BackendError
-from fsl.cli import faces, runs, serve, train
+from fsl.cli import faces, pretrained, runs, serve, train
 from fsl.cli.args import CliError, Parser
 
 #: Exceptions that mean "the user asked for something wrong", reported in one line.
@@ -101,6 +102,8 @@ def register_command(
 
 
 register_command("train", "train a model; writes a run folder", train.add_arguments, train.run)
+register_command("pretrained", "write a pretrained network (dlib's face ResNet) as a run folder",
+                 pretrained.pretrained_arguments, pretrained.run_pretrained)
 register_command("evaluate", "re-evaluate a run folder; prints JSON metrics",
                  runs.add_run_dir, runs.run_evaluate)
 register_command("embed", "embed image files with a run's model (.npy)",

@@ -235,8 +235,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=positive_int, default=96, help="square side, default 96")
     p.add_argument("--align", choices=FACE_ALIGNMENTS, default="none",
                    help="cut faces out of the photos: none (whole photos, default: cropped "
-                   "face sets), crop (detected box plus --crop-margin) or template (5-point "
-                   "alignment); done once and cached, and served the same way")
+                   "face sets), crop (detected box plus --crop-margin), template (5-point "
+                   "alignment) or dlib-chip (dlib's face chip); done once and cached, and "
+                   "served the same way")
     p.add_argument("--crop-margin", type=non_negative_float, default=32.0,
                    help="pixels around the detected box for --align crop, default 32")
     p.add_argument("--embedding-dim", type=positive_int, default=64,

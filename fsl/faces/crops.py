@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fsl._checks import PathLike
-from fsl.faces.align import align_face, crop_face
+from fsl.faces.align import align_face, crop_face, dlib_chip_template
 from fsl.faces.detect import Face, detect, largest_face, load_image
 from fsl.folders import atomic_save
 from fsl.preprocessing import Preprocessing
@@ -49,7 +49,8 @@ def face_crops(
         pixels: the photo (anything ``fsl.faces.load_image`` reads).
         prep: the model's preparation (size, channels; its ``align`` is not
             read here: serving may ask for another).
-        align: ``"template"``, ``"crop"`` or ``"none"`` (the detected box as is).
+        align: ``"template"``, ``"dlib-chip"``, ``"crop"`` or ``"none"`` (the
+            detected box as is).
         margin: pixels around the box for ``align="crop"``.
         detect_faces: ``False``: the whole photo is the one face (``None``).
         min_confidence: the detector's score threshold.
@@ -67,6 +68,9 @@ def face_crops(
     for face in found:
         if align == "template":
             crop = align_face(pixels, face.keypoints, size=side)
+        elif align == "dlib-chip":
+            crop = align_face(pixels, face.keypoints, size=side,
+                              reference=dlib_chip_template(side))
         elif align == "crop":
             crop = crop_face(pixels, face.box, margin=margin, size=side)
         else:
@@ -105,7 +109,8 @@ def face_folder_crops(
     Args:
         paths: the photos (e.g. a ``FaceFolder``'s ``paths``).
         labels: their identity labels.
-        prep: a ``Preprocessing`` with ``align`` ``"crop"`` or ``"template"``.
+        prep: a ``Preprocessing`` with ``align`` ``"crop"``, ``"template"`` or
+            ``"dlib-chip"``.
         min_confidence: the detector's score threshold.
         cache: the cache folder; default ``cache_dir()``.
 
@@ -119,7 +124,7 @@ def face_folder_crops(
     """
     if prep.align == "none":
         raise ValueError("face_folder_crops cuts faces out of photos: prep.align must be "
-                         "'crop' or 'template'. Received: align='none'")
+                         "'crop', 'template' or 'dlib-chip'. Received: align='none'")
     labels = np.asarray(labels)
     folder = pathlib.Path(cache) if cache is not None else cache_dir()
     entry = folder / f"{_key(paths, prep, min_confidence)}.npz"

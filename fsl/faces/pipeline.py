@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp")
 #: ``align`` values of ``FacePipeline`` (and ``--align`` of the face commands).
-ALIGN_MODES = ("template", "crop", "none")
+ALIGN_MODES = ("template", "dlib-chip", "crop", "none")
 #: ``method`` values of ``FacePipeline.cluster`` (and ``fsl cluster --method``).
 CLUSTER_METHODS = ("agglomerative", "kmeans")
 
@@ -57,7 +57,7 @@ CLUSTER_METHODS = ("agglomerative", "kmeans")
 #: Batches up to this size call a Keras embedder directly rather than through predict().
 _DIRECT_CALL_MAX = 16
 #: Run tasks whose models embed faces.
-FACE_TASKS = ("facenet",)
+FACE_TASKS = ("facenet", "pretrained")
 
 
 class NoFaceError(ValueError):
@@ -110,6 +110,7 @@ def _serving_preparation(prep: Preprocessing, overrides: dict[str, Any], where) 
     if served != trained:
         words = {"none": "whole photos (no face detection)", "crop": "detected boxes plus margin",
                  "template": "faces aligned on the 5-point template",
+                 "dlib-chip": "faces aligned as dlib's face chips",
                  "box": "detected boxes without margin"}
         logger.warning(
             "%s was trained on %s; serving it %s instead: its threshold and accuracy were "
@@ -160,7 +161,9 @@ class FacePipeline:
             model through ``fsl.preprocessing`` (channels, resizing,
             standardisation), as in training and export.
         align: ``"template"`` (similarity transform onto the 5-point
-            template), ``"crop"`` (FaceNet's box plus margin) or ``"none"``.
+            template), ``"dlib-chip"`` (onto dlib's face chip, for the
+            pretrained dlib ResNet), ``"crop"`` (FaceNet's box plus margin)
+            or ``"none"``.
         margin: margin in pixels for ``align="crop"``.
         detect_faces: run MTCNN; ``False`` treats each photo as one face.
         threshold: distance at or below which two faces are the same person

@@ -8,7 +8,10 @@ Tasks (``fsl train <task>`` on the command line):
   triplet mining;
 * ``"mtfl"``: ``train_mtfl``, multitask landmarks + attributes model;
 * ``"facenet"``: ``train_facenet``, FaceNet-style face embedding on a face
-  folder with an identity-disjoint split.
+  folder with an identity-disjoint split;
+* ``"pretrained"``: ``pretrained_run``, a pretrained network of
+  ``fsl.pretrained`` written as a run (``fsl pretrained NAME``), its
+  threshold chosen on a face folder's training people.
 
 Every run writes ``<output_dir>/<run>/`` with ``model.keras``,
 ``config.json``, ``metrics.json``, TensorBoard ``logs/`` and, while
@@ -42,6 +45,7 @@ TASKS: dict[str, tuple[str, str, str]] = {
     "triplet-mnist": ("fsl.training.mnist", "train_triplet_mnist", "evaluate_run"),
     "mtfl": ("fsl.training.mtfl", "train_mtfl", "evaluate_run"),
     "facenet": ("fsl.training.facenet", "train_facenet", "evaluate_run"),
+    "pretrained": ("fsl.training.pretrained", "pretrained_run", "evaluate_run"),
 }
 _TRAINER_NAMES = {trainer: (module, trainer) for module, trainer, _ in TASKS.values()}
 
