@@ -202,6 +202,23 @@ def test_align_rgb_uint8_photo():
     np.testing.assert_allclose(found, REFERENCE_5POINTS[:3], atol=1.0)
 
 
+@pytest.mark.parametrize("scale", [3.0, 8.0])
+def test_align_large_faces_do_not_alias(scale):
+    """A face several times the output's size: blocks are averaged before the
+    warp, so a one-pixel checkerboard comes out as its mean grey (sampled
+    directly it would come out as a pattern of near-black and near-white)."""
+    keypoints = REFERENCE_5POINTS * scale + 7.0
+    side = int(112 * scale) + 20
+    checker = ((np.indices((side, side)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    aligned = align_face(checker, keypoints, size=112).astype(np.float64)
+    inner = aligned[8:-8, 8:-8]
+    assert abs(inner.mean() - 127.5) < 8 and inner.std() < 20, (inner.mean(), inner.std())
+    # And the blobs still land on the template (the reduction moves no landmark).
+    blobs = _gaussian_blobs(side, side, keypoints, sigma=2.5 * scale).astype(np.float32)
+    found = _centroids(align_face(blobs, keypoints, size=112))
+    assert np.linalg.norm(found - REFERENCE_5POINTS, axis=1).max() < 1.0
+
+
 def test_align_identity_keeps_pixels():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(112, 112, 3), dtype=np.uint8)

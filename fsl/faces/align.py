@@ -282,7 +282,9 @@ def align_face(
     The similarity transform from ``keypoints`` to the template (Umeyama least
     squares) is inverted and each output pixel is sampled bilinearly from the
     input; outside the input the image is taken as 0 (so borders fade to 0
-    over one pixel instead of being cut).
+    over one pixel instead of being cut). A face more than twice the output's
+    size is first reduced by an integer factor (the mean of each block), so
+    that a large photo does not alias into the output.
 
     Args:
         image: ``[H, W]`` or ``[H, W, C]`` numpy array (any numeric dtype, any
@@ -321,6 +323,14 @@ def align_face(
             f"keypoints.shape={points.shape}, reference.shape={target.shape}"
         )
     forward = np.vstack([similarity_transform(points, target), [0.0, 0.0, 1.0]])
+    # Shrinking by more than 2: average factor x factor blocks first (as dlib's
+    # image pyramid does before cutting a chip), so that bilinear sampling
+    # does not alias a large face into the small output.
+    factor = int(np.floor(1.0 / np.sqrt(abs(np.linalg.det(forward[:2, :2])))))
+    if factor >= 2:
+        image = _reduce(image, factor)
+        points = (points + 0.5) / factor - 0.5
+        forward = np.vstack([similarity_transform(points, target), [0.0, 0.0, 1.0]])
     inverse = np.linalg.inv(forward)  # output (x, y, 1) -> input (x, y, 1)
     # scipy works in (row, col) = (y, x) index order.
     swap = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -350,6 +360,24 @@ def align_face(
     if squeeze:
         out = out[:, :, 0]
     return _cast_like(out, image.dtype)
+
+
+def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor x factor`` block (a partial last block: of the
+    pixels it has), in the image's dtype."""
+    values = image.astype(np.float64)
+    squeeze = values.ndim == 2
+    if squeeze:
+        values = values[:, :, None]
+    height, width = values.shape[:2]
+    rows, cols = -(-height // factor), -(-width // factor)
+    padded = np.zeros((rows * factor, cols * factor, values.shape[2]))
+    padded[:height, :width] = values
+    counts = np.zeros((rows * factor, cols * factor, 1))
+    counts[:height, :width] = 1.0
+    sums = padded.reshape(rows, factor, cols, factor, -1).sum(axis=(1, 3))
+    out = sums / counts.reshape(rows, factor, cols, factor, 1).sum(axis=(1, 3))
+    return _cast_like(out[:, :, 0] if squeeze else out, image.dtype)
 
 
 def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:

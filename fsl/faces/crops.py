@@ -31,7 +31,7 @@ from fsl.preprocessing import Preprocessing
 logger = logging.getLogger(__name__)
 
 #: Bumped when the crops a preparation gives change (old cache entries are ignored).
-CROPS_VERSION = 1
+CROPS_VERSION = 2
 
 
 def face_crops(
