@@ -15,6 +15,9 @@ target:
   Verification is reported on raw distances and with S-norm against the
   training people (``fsl.evaluation.s_norm_distances``), for both models; the
   target is judged on the S-norm score when the recipe computes it.
+  With ``--facenet-arg init=NAME`` (fine-tuning a pretrained network), the
+  unchanged pretrained network is scored too (``pretrained``), its
+  threshold chosen on the same training people.
   ``--validation`` is the protocol for choosing a recipe: each split's test
   people are left out altogether, and its 30 training people are split again
   (same seed) into 20 to train and 10 validation people to score; no target
@@ -28,6 +31,7 @@ Usage::
     python benchmarks/quality.py orl --data $FSL_DATA_DIR/orl_faces --splits 0,1,2,3
     python benchmarks/quality.py orl --repeats 2 --facenet-recipe plain
     python benchmarks/quality.py orl --validation --facenet-arg loss=lifted
+    python benchmarks/quality.py orl --validation --facenet-arg init=dlib-resnet
     python benchmarks/quality.py mtfl
     python benchmarks/quality.py all
     python benchmarks/quality.py mnist --mixed-precision mixed_bfloat16 --siamese-epochs 30
@@ -141,6 +145,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
     from fsl.data.faces import identity_split, list_faces, load_images_numpy, select_identities
     from fsl.evaluation import Eigenfaces, evaluate_faces, select_eigenfaces
     from fsl.training import train_facenet
+    from fsl.training.pretrained import pretrained_run
 
     data = args.data or os.path.join(os.environ.get("FSL_DATA_DIR", ""), "orl_faces")
     if not os.path.isdir(data):
@@ -200,18 +205,29 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             runs.append({"seed": seed + 100 * repeat,
                          **{k: facenet[k] for k in keys if k in facenet}, "seconds": seconds})
         recipe = _config(out / f"facenet-{seed}").get("arguments", {})
+        pretrained = None
+        if recipe.get("init"):
+            # The network fine-tuning started from, unchanged, on the same people:
+            # the threshold chosen on the same training people, the same pairs scored.
+            name = f"pretrained-{seed}"
+            scored = pretrained_run(recipe["init"], data, test_identities=10, identities=people,
+                                    split_seed=seed, output_dir=out, run=name, verbose=0)
+            if _config(out / name).get("arguments", {}).get("identities") != people:
+                raise RuntimeError(f"{name}: scored other people than the fine-tuned run")
+            pretrained = {k: scored[k] for k in keys if k in scored}
         splits.append({
             "split_seed": seed,
             ("validation_people" if args.validation else "test_people"): test.class_names,
             "recipe": {k: recipe.get(k) for k in (
                 "epochs", "p", "k", "image_size", "embedding_dim", "margin", "loss",
                 "augment", "embedding", "pooling", "precise_bn", "test_time_flip", "score_norm",
-                "standardize", "wccn")},
+                "standardize", "wccn", "init", "freeze_blocks", "learning_rate")},
             "facenet": {**{k: float(np.mean([r[k] for r in runs])) for k in keys if k in runs[0]},
                         "seconds": max(r["seconds"] for r in runs)},
             "facenet_runs": runs,
             "eigenfaces": {k: baseline[k] for k in keys},
             "eigenfaces_recipe": eigen_recipe,
+            **({} if pretrained is None else {"pretrained": pretrained}),
         })
 
     def mean(model, key):
@@ -223,7 +239,7 @@ def bench_orl(args, out: pathlib.Path) -> dict:
             "far_at_threshold", "val_at_threshold", "s_norm_accuracy_at_threshold",
             "s_norm_far_at_threshold", "s_norm_val_at_threshold", "precision_at_1", "nmi")
             if k in splits[0][model]}
-        for model in ("facenet", "eigenfaces")
+        for model in ("facenet", "eigenfaces", "pretrained") if model in splits[0]
     }
     facenet = summary["facenet"]
     facenet["max_seconds"] = max(s["facenet"]["seconds"] for s in splits)

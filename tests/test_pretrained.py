@@ -400,3 +400,90 @@ def test_pretrained_cli_errors(tmp_path, capsys):
     assert cli.main(["pretrained", "dlib-resnet", "--output", str(tmp_path / "r"),
                      "--data", str(tmp_path / "missing")]) == 2
     assert "face folder not found" in capsys.readouterr().err
+
+
+# === Fine-tuning: train_facenet(init="dlib-resnet") ===
+
+FINE_TUNE_PEOPLE = [f"s{i:02d}" for i in range(1, 9)]
+
+
+def test_fine_tune_from_dlib_weights(orl_dir, tmp_path, monkeypatch):
+    _need_weights()
+    from fsl.pretrained import dlib_resnet
+    from fsl.runs import open_run
+    from fsl.training import train_facenet
+
+    monkeypatch.setenv("FSL_CACHE_DIR", str(tmp_path / "cache"))
+    metrics = train_facenet(orl_dir, init="dlib-resnet", freeze_blocks=2, identities=FINE_TUNE_PEOPLE,
+                            test_identities=3, fast=True, wccn=None, test_time_flip=False,
+                            output_dir=tmp_path, run="ft", verbose=0)
+    run = open_run(tmp_path / "ft")
+    prep = run.preprocessing()
+    assert (prep.image_size, prep.channels, prep.standardize, prep.align) == (
+        (150, 150), 3, None, "dlib-chip")
+    arguments = run.read_config()["arguments"]
+    assert arguments["learning_rate"] == 1e-4 and arguments["embedding"] == "projection"
+    tuned = {w.path: np.asarray(w) for w in run.load_model("embedding").weights}
+    original = {w.path: np.asarray(w) for w in dlib_resnet().weights}
+    assert set(tuned) == set(original)
+    frozen = [p for p in tuned if p.split("/")[0] in {"con1", "con5", "affine5"}]
+    trained = [p for p in tuned if p.split("/")[0] in {"con6", "descriptor"}]
+    assert frozen and trained
+    for path in frozen:  # the stem and blocks 1-2 (con1..con5) as dlib trained them
+        np.testing.assert_array_equal(tuned[path], original[path])
+    assert all(np.abs(tuned[p] - original[p]).max() > 0 for p in trained)
+    assert 0.5 <= metrics["verification_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"init": "dlib-resnet", "image_size": 96}, "fixes image_size=150"),
+    ({"init": "dlib-resnet", "standardize": "fixed"}, "fixes standardize=None"),
+    ({"init": "dlib-resnet", "embedding": "pooled"}, "fixes embedding='projection'"),
+    ({"init": "dlib-resnet", "freeze_blocks": 15}, r"freeze_blocks must be an int in \[0, 14\]"),
+    ({"freeze_blocks": 2}, "applies to a pretrained network"),
+    ({"init": "vgg-face"}, "init must be one of"),
+])
+def test_fine_tune_arguments_are_checked(orl_dir, tmp_path, kwargs, message):
+    from fsl.training import train_facenet
+
+    with pytest.raises(ValueError, match=message):
+        train_facenet(orl_dir, output_dir=tmp_path, run="bad", verbose=0, **kwargs)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_freeze_blocks_counts_dlibs_blocks():
+    from fsl.pretrained import dlib_resnet
+    from fsl.pretrained.dlib_network import freeze_blocks
+
+    model = dlib_resnet(weights=None)
+    freeze_blocks(model, 14)
+    frozen = {layer.name for layer in model.layers if not layer.trainable and layer.weights}
+    assert frozen == {f"{k}{i}" for k in ("con", "affine") for i in range(1, 30)}
+    with pytest.raises(ValueError, match="blocks must be an int"):
+        freeze_blocks(model, -1)
+
+
+def test_fsl_serve_takes_the_pretrained_run(pretrained, orl_dir, tmp_path):
+    pytest.importorskip("fastapi", reason="fsl serve needs the [serve] extra")
+    from fastapi.testclient import TestClient
+
+    from fsl.serve import create_app
+
+    path, metrics = pretrained
+    with TestClient(create_app(path, tmp_path / "gallery.sqlite")) as client:
+        for person in ("s09", "s10", "s11"):
+            photo = orl_dir / person / "01.png"
+            answer = client.post("/api/enrol", data={"name": person},
+                                 files={"photo": (photo.name, photo.read_bytes(), "image/png")})
+            assert answer.status_code == 200, answer.text
+        assert client.get("/api/health").json()["threshold"] == pytest.approx(metrics["threshold"])
+        # Another photo of an enrolled person is found; a stranger is unknown.
+        query = orl_dir / "s10" / "06.png"
+        found = client.post("/api/search", files={"photo": ("q.png", query.read_bytes(),
+                                                            "image/png")}).json()
+        assert found["person"] == "s10" and found["in_domain"] is True
+        stranger = orl_dir / "s12" / "04.png"
+        found = client.post("/api/search", files={"photo": ("q.png", stranger.read_bytes(),
+                                                            "image/png")}).json()
+        assert found["person"] is None
+        assert found["matches"][0]["distance"] > metrics["threshold"]

@@ -22,6 +22,7 @@ from fsl.cli.args import (
 )
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
 from fsl.preprocessing import FACE_ALIGNMENTS
+from fsl.pretrained.catalog import PRETRAINED
 from fsl.runs import PRECISIONS
 from fsl.training.choices import DEFAULT_K, EMBEDDINGS, POOLINGS
 from fsl.training.losses import LOSS_OPTIONS, TRIPLET_LOSSES
@@ -158,7 +159,8 @@ def _train_facenet(args) -> dict:
         data, **_given(args, (
             "test_identities", "identities", "loss", "p", "k", "image_size", "embedding_dim",
             "margin", "loss_options", "learning_rate", "augment", "embedding", "pooling",
-            "precise_bn", "test_time_flip", "align", "crop_margin")),
+            "precise_bn", "test_time_flip", "align", "crop_margin", "init", "freeze_blocks",
+            "standardize")),
         wccn=args.wccn, score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
     )
@@ -232,10 +234,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--p", type=positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=positive_int, default=4, help="faces per identity in a batch")
-    p.add_argument("--image-size", type=positive_int, default=96, help="square side, default 96")
-    p.add_argument("--align", choices=FACE_ALIGNMENTS, default="none",
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="square side, default 96 (with --init: the network's)")
+    p.add_argument("--init", choices=sorted(PRETRAINED), default=None,
+                   help="fine-tune this pretrained network (see fsl pretrained --help) "
+                   "instead of training fsl's own from random weights")
+    p.add_argument("--freeze-blocks", type=non_negative_int, default=0,
+                   help="with --init: keep the stem and this many residual blocks frozen "
+                   "(default 0: train all)")
+    p.add_argument("--standardize", choices=("fixed", "prewhiten", "unit"), default=None,
+                   help="pixel standardisation, default fixed (not with --init: the "
+                   "network standardises itself)")
+    p.add_argument("--align", choices=FACE_ALIGNMENTS, default=None,
                    help="cut faces out of the photos: none (whole photos, default: cropped "
-                   "face sets), crop (detected box plus --crop-margin), template (5-point "
+                   "face sets; with --init: the network's own, dlib-chip), crop (detected box "
+                   "plus --crop-margin), template (5-point "
                    "alignment) or dlib-chip (dlib's face chip); done once and cached, and "
                    "served the same way")
     p.add_argument("--crop-margin", type=non_negative_float, default=32.0,
@@ -244,9 +257,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="width of the projection head the loss trains, default 64")
     p.add_argument("--augment", type=float, default=1.0,
                    help="flip/shift/rotation/zoom strength in [0, 1], default 1 (0: none)")
-    p.add_argument("--embedding", choices=EMBEDDINGS, default="pooled",
+    p.add_argument("--embedding", choices=EMBEDDINGS, default=None,
                    help="saved embedding: pooled features before the projection head "
-                   "(default) or the projection itself")
+                   "(default) or the projection itself (the only one with --init)")
     p.add_argument("--pooling", choices=POOLINGS, default="gdc",
                    help="global pooling: learned depthwise filter over the last grid "
                    "(default) or global average")
@@ -263,7 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "people (default), or not (none)")
     p.add_argument("--margin", type=positive_float, default=0.5, help="default 0.5")
     _add_loss_option(p)
-    p.add_argument("--learning-rate", type=positive_float, default=1e-3, help="default 1e-3")
+    p.add_argument("--learning-rate", type=positive_float, default=None,
+                   help="default 1e-3 (with --init: 1e-4)")
     _add_run_options(p)
     p.set_defaults(train=_train_facenet)
 

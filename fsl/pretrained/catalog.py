@@ -34,6 +34,9 @@ class PretrainedModel:
         threshold: the verification threshold its authors give.
         threshold_source: where ``threshold`` comes from, in words.
         reference: the paper or page.
+        blocks: how many blocks ``freeze(model, n)`` can freeze.
+        freeze: ``freeze(model, n)`` freezes the first ``n`` blocks (for
+            fine-tuning, ``train_facenet(init=..., freeze_blocks=n)``).
     """
 
     name: str
@@ -45,6 +48,8 @@ class PretrainedModel:
     threshold: float
     threshold_source: str
     reference: str
+    blocks: int
+    freeze: Callable[[Any, int], None]
 
 
 PRETRAINED: dict[str, PretrainedModel] = {
@@ -61,6 +66,8 @@ PRETRAINED: dict[str, PretrainedModel] = {
         threshold=0.6,
         threshold_source="dlib's distance threshold for this model (its loss_metric layer)",
         reference="D. E. King, High Quality Face Recognition with Deep Metric Learning, 2017",
+        blocks=dlib_network.DLIB_RESNET_BLOCKS,
+        freeze=dlib_network.freeze_blocks,
     ),
 }
 

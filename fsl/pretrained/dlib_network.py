@@ -42,6 +42,8 @@ __all__ = [
     "DLIB_RESNET_FILE",
     "DLIB_RESNET_SIZE",
     "DLIB_MEAN_RGB",
+    "DLIB_RESNET_BLOCKS",
+    "freeze_blocks",
     "dlib_resnet",
     "dlib_resnet_weights_path",
     "read_dlib_resnet",
@@ -257,6 +259,40 @@ def _assign(layer, record: DlibLayer) -> None:
         raise DlibFormatError(f"{layer.name}: file shapes {[v.shape for v in values]} do not "
                               f"match the network's {expected}")
     layer.set_weights(values)
+
+
+#: Residual blocks of dlib's ResNet (``freeze_blocks``' upper bound).
+DLIB_RESNET_BLOCKS = 14
+
+
+def freeze_blocks(model, blocks: int) -> None:
+    """Freeze the stem and the first ``blocks`` residual blocks of ``dlib_resnet``.
+
+    For fine-tuning: the early layers' generic filters stay as dlib trained
+    them. ``blocks=0`` leaves every layer trainable.
+
+    Args:
+        model: a model built by ``dlib_resnet``.
+        blocks: residual blocks frozen from the input up, in
+            ``[0, DLIB_RESNET_BLOCKS]`` (each has two convolutions and two
+            ``Affine`` layers; the stem is frozen with the first).
+
+    Raises:
+        ValueError: ``blocks`` out of range, or a model without dlib's layers.
+    """
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not (
+            0 <= blocks <= DLIB_RESNET_BLOCKS):
+        raise ValueError(f"blocks must be an int in [0, {DLIB_RESNET_BLOCKS}]. "
+                         f"Received: blocks={blocks!r}")
+    if blocks == 0:
+        return
+    names = {f"{kind}{i}" for kind in ("con", "affine") for i in range(1, 2 * blocks + 2)}
+    found = [layer for layer in model.layers if layer.name in names]
+    if len(found) != len(names):
+        raise ValueError(f"model {model.name!r} does not have dlib_resnet's layers "
+                         f"(found {len(found)} of {len(names)} to freeze)")
+    for layer in found:
+        layer.trainable = False
 
 
 def weights_available() -> bool:

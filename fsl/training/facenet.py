@@ -28,6 +28,7 @@ from fsl.data.augment import augment_batches
 from fsl.evaluation.protocols import CROSS_FIT_MIN_PEOPLE, SCORE_NORMS, evaluate_faces
 from fsl.models.base import predict
 from fsl.preprocessing import FACE_ALIGNMENTS, Preprocessing
+from fsl.pretrained.catalog import PRETRAINED, get_pretrained
 from fsl.runs import RunDir
 from fsl.training.choices import EMBEDDINGS, POOLINGS
 from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
@@ -86,17 +87,19 @@ def train_facenet(
     loss: str = "semihard",
     p: int | None = None,
     k: int = 4,
-    image_size: int = 96,
+    image_size: int | None = None,
     embedding_dim: int = 64,
     margin: float = 0.5,
     loss_options: Mapping[str, Any] | None = None,
-    learning_rate: float = 1e-3,
-    standardize: str = "fixed",
-    align: str = "none",
+    learning_rate: float | None = None,
+    standardize: str | None = None,
+    align: str | None = None,
     crop_margin: float = 32.0,
     augment: float = 1.0,
-    embedding: str = "pooled",
+    embedding: str | None = None,
     pooling: str = "gdc",
+    init: str | None = None,
+    freeze_blocks: int = 0,
     precise_bn: bool = True,
     test_time_flip: bool = True,
     wccn: float | None = 1.0,
@@ -154,17 +157,24 @@ def train_facenet(
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
         k: faces per identity per batch.
-        image_size: side of the square, grey input.
+        image_size: side of the square, grey input (default 96; with
+            ``init``, the pretrained network's, in RGB).
         embedding_dim: width of the projection head the loss trains.
-        margin: triplet margin (unit-norm embeddings).
+        margin: triplet margin (unit-norm embeddings; with ``init``, in the
+            pretrained network's units, e.g. dlib's distance threshold 0.6).
         loss_options: more arguments of the loss's class
             (``fsl.training.losses.LOSS_OPTIONS``), e.g. ``{"gamma": 64.0}``.
-        learning_rate: initial Adam learning rate (cosine decay to 0).
-        standardize: pixel standardisation, ``fsl.preprocessing.STANDARDIZE_MODES``.
+        learning_rate: initial Adam learning rate (cosine decay to 0);
+            default 1e-3, with ``init`` 1e-4.
+        standardize: pixel standardisation, ``fsl.preprocessing.STANDARDIZE_MODES``;
+            default ``"fixed"``; with ``init``, the network standardises
+            itself and this must be left unset.
         align: how faces are cut out of the photos: ``"none"`` (the whole
-            photo: cropped face sets such as ORL), ``"crop"`` (MTCNN's box
-            grown by ``crop_margin`` pixels, FaceNet's crop) or ``"template"``
-            (MTCNN's five points onto ``fsl.faces.template``). The crops are
+            photo: cropped face sets such as ORL; the default), ``"crop"``
+            (MTCNN's box grown by ``crop_margin`` pixels, FaceNet's crop),
+            ``"template"`` (MTCNN's five points onto ``fsl.faces.template``)
+            or ``"dlib-chip"`` (onto dlib's face chip; the default with
+            ``init="dlib-resnet"``). The crops are
             made once by ``fsl.faces.face_folder_crops`` (cached; photos
             without a face are skipped with a warning) and recorded in the
             run's preprocessing, so ``fsl verify``/``identify``/``cluster``
@@ -175,10 +185,18 @@ def train_facenet(
             up to ``5% * augment`` of the side and zoom in or out up to
             ``10% * augment``, in the tf.data pipeline.
         embedding: what ``embedding.keras`` outputs: ``"pooled"``
-            (L2-normalised global pooling, before the projection head) or
-            ``"projection"`` (the output the loss trains).
+            (L2-normalised global pooling, before the projection head; the
+            default) or ``"projection"`` (the output the loss trains; the
+            only one with ``init``).
         pooling: ``fsl.models.facenet_model``'s global pooling, ``"gdc"``
             (learned depthwise filter, MobileFaceNets) or ``"avg"``.
+        init: ``None`` (``fsl.models.facenet_model`` from random weights) or
+            a pretrained network of ``fsl.pretrained.PRETRAINED`` to
+            fine-tune (``"dlib-resnet"``), with its own input (150 x 150 RGB
+            dlib chips) and output (its 128-d descriptor).
+        freeze_blocks: with ``init``, keep the stem and this many residual
+            blocks from the input up frozen (0: train everything; dlib's
+            ResNet has 14).
         precise_bn: recompute the batch-norm statistics on the clean
             training faces after training.
         test_time_flip: the saved embedding averages each face and its
@@ -219,8 +237,7 @@ def train_facenet(
         recipe["p"] = min(DEFAULT_P, train_faces.num_classes)
     # An absolute path: the run re-evaluates (and resumes) from any working folder.
     recipe["data_dir"] = os.path.abspath(data_dir)
-    prep = Preprocessing((recipe["image_size"],) * 2, channels=1, standardize=recipe["standardize"],
-                         align=recipe["align"], margin=recipe["crop_margin"])
+    prep = _preprocessing(recipe)
 
     run_dir = options.start("facenet", recipe)
     keras.utils.set_random_seed(recipe["seed"])
@@ -284,18 +301,20 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
     loss = recipe["loss"] = check_choice("loss", recipe["loss"], TRIPLET_LOSSES)
     if recipe["p"] is not None:
         recipe["p"] = check_positive_int("p", recipe["p"])
+    _resolve_init(recipe)
     for name in ("k", "image_size", "embedding_dim"):
         recipe[name] = check_positive_int(name, recipe[name])
     if recipe["k"] < 2:
         raise ValueError("k must be >= 2 faces per person in a P x K batch (a positive pair "
                          f"needs two; with k=1 the loss is 0 throughout). Received: k={recipe['k']}")
-    if recipe["image_size"] < MIN_IMAGE_SIZE:
+    if recipe["init"] is None and recipe["image_size"] < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} for fsl.models.facenet_model. "
                          f"Received: image_size={recipe['image_size']}")
     for name in ("margin", "learning_rate"):
         recipe[name] = check_positive_float(name, recipe[name])
     recipe["loss_options"] = check_loss_options(loss, recipe["loss_options"])
-    recipe["standardize"] = check_choice("standardize", recipe["standardize"], STANDARDIZE)
+    if recipe["init"] is None:
+        recipe["standardize"] = check_choice("standardize", recipe["standardize"], STANDARDIZE)
     recipe["align"] = check_choice("align", recipe["align"], FACE_ALIGNMENTS)
     recipe["crop_margin"] = check_real("crop_margin", recipe["crop_margin"], 0.0)
     recipe["augment"] = check_fraction("augment", recipe["augment"])
@@ -311,6 +330,50 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
     recipe["split_seed"] = (recipe["seed"] if recipe["split_seed"] is None
                             else check_seed(recipe["split_seed"], "split_seed"))
     return recipe
+
+
+def _resolve_init(recipe: dict[str, Any]) -> None:
+    """The defaults that depend on ``init`` (a network of our own, or a
+    pretrained one with its own input and output), filled in ``recipe``."""
+    init = recipe["init"] = check_choice("init", recipe["init"], (None, *PRETRAINED))
+    if init is None:
+        if recipe["freeze_blocks"] != 0:
+            raise ValueError("freeze_blocks applies to a pretrained network (init=...). "
+                             f"Received: freeze_blocks={recipe['freeze_blocks']!r}, init=None")
+        defaults = {"image_size": 96, "learning_rate": 1e-3, "standardize": "fixed",
+                    "align": "none", "embedding": "pooled"}
+        for name, value in defaults.items():
+            recipe[name] = value if recipe[name] is None else recipe[name]
+        return
+    entry = get_pretrained(init)
+    prep = entry.preprocessing
+    fixed = {"image_size": prep.image_size[0], "standardize": prep.standardize,
+             "embedding": "projection"}
+    for name, value in fixed.items():
+        if recipe[name] is not None and recipe[name] != value:
+            raise ValueError(f"init={init!r} fixes {name}={value!r} (the network's own). "
+                             f"Received: {name}={recipe[name]!r}")
+        recipe[name] = value
+    if recipe["learning_rate"] is None:
+        recipe["learning_rate"] = 1e-4
+    if recipe["align"] is None:
+        recipe["align"] = prep.align
+    blocks = recipe["freeze_blocks"]
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= entry.blocks:
+        raise ValueError(f"freeze_blocks must be an int in [0, {entry.blocks}] for {init!r}. "
+                         f"Received: freeze_blocks={blocks!r}")
+
+
+def _preprocessing(recipe: dict[str, Any]) -> Preprocessing:
+    """The run's input contract: grey at ``image_size`` for our network, the
+    pretrained network's own otherwise."""
+    if recipe["init"] is None:
+        return Preprocessing((recipe["image_size"],) * 2, channels=1,
+                             standardize=recipe["standardize"], align=recipe["align"],
+                             margin=recipe["crop_margin"])
+    base = get_pretrained(recipe["init"]).preprocessing
+    return Preprocessing(base.image_size, channels=base.channels, standardize=base.standardize,
+                         align=recipe["align"], margin=recipe["crop_margin"])
 
 
 def _check_people(recipe: dict[str, Any], n_train: int, n_test: int = 2) -> None:
@@ -348,9 +411,14 @@ def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_tr
         )
     size = recipe["image_size"]
     with options.dtype_policy():
-        net = models.facenet_model(input_shape=(size, size, 1),
-                                   embedding_dim=recipe["embedding_dim"],
-                                   pooling=recipe["pooling"], name="facenet")
+        if recipe["init"] is None:
+            net = models.facenet_model(input_shape=(size, size, 1),
+                                       embedding_dim=recipe["embedding_dim"],
+                                       pooling=recipe["pooling"], name="facenet")
+        else:
+            pretrained = get_pretrained(recipe["init"])
+            net = pretrained.build(None)
+            pretrained.freeze(net, recipe["freeze_blocks"])
     schedule = keras.optimizers.schedules.CosineDecay(
         recipe["learning_rate"], decay_steps=recipe["epochs"] * steps)
     options.compile(net, optimizer=keras.optimizers.Adam(schedule), loss=batch_loss)
