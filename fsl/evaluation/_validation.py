@@ -133,18 +133,20 @@ def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
     return sums / np.bincount(codes, minlength=n_classes)[:, None]
 
 
-def cross_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+def cross_distances(a: np.ndarray, b: np.ndarray, metric: str,
+                    b_squared_norms: np.ndarray | None = None) -> np.ndarray:
     """``[Na, Nb]`` distances between rows of ``a`` and rows of ``b`` (numpy).
 
     ``metric`` is a canonical name (``"L2"``, ``"squared-L2"``, ``"angular"``).
-    Memory is O(Na * Nb); callers chunk ``a`` for large sets.
+    Memory is O(Na * Nb); callers chunk ``a`` for large sets. A caller that
+    searches one ``b`` many times passes ``b_squared_norms`` (``[Nb]``, the
+    rows' squared norms) so they are not recomputed, and ``b`` is not copied.
     """
+    b_sq = np.sum(b * b, axis=1) if b_squared_norms is None else b_squared_norms
     if metric == "angular":
-        cosine = l2_normalize(a) @ l2_normalize(b).T
+        cosine = (l2_normalize(a) @ b.T) / np.sqrt(np.maximum(b_sq, _L2_NORMALIZE_EPSILON))
         return np.maximum(1.0 - cosine, 0.0)
-    squared = (
-        np.sum(a * a, axis=1)[:, None] - 2.0 * (a @ b.T) + np.sum(b * b, axis=1)[None, :]
-    )
+    squared = np.sum(a * a, axis=1)[:, None] - 2.0 * (a @ b.T) + b_sq[None, :]
     squared = np.maximum(squared, 0.0)
     if metric == "squared-L2":
         return squared

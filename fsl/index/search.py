@@ -34,19 +34,24 @@ class ExactSearch:
     def __init__(self, dim: int, metric: str = "L2"):
         self.dim, self.metric = int(dim), metric
         self.ids = np.zeros(0, np.int64)
-        # float64, as fsl.evaluation computes distances: no copy per query.
+        # float64, as fsl.evaluation computes distances: no copy per query;
+        # their squared norms are kept, not recomputed per query.
         self.vectors = np.zeros((0, self.dim), np.float64)
+        self.squared_norms = np.zeros(0, np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, np.float64)
         self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
-        self.vectors = np.concatenate([self.vectors, np.asarray(vectors, np.float64)])
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.squared_norms = np.concatenate([self.squared_norms, np.sum(vectors * vectors, 1)])
 
     def remove(self, ids) -> None:
         keep = ~np.isin(self.ids, np.asarray(list(ids), np.int64))
         self.ids, self.vectors = self.ids[keep], self.vectors[keep]
+        self.squared_norms = self.squared_norms[keep]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ids [Q, k'], distances [Q, k'])``, nearest first, ``k' = min(k, len)``."""
@@ -58,7 +63,7 @@ class ExactSearch:
             return out_ids, out_d
         for start in range(0, len(queries), _BLOCK):
             d = cross_distances(queries[start:start + _BLOCK].astype(np.float64),
-                                self.vectors, self.metric)
+                                self.vectors, self.metric, self.squared_norms)
             top = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else \
                 np.tile(np.arange(d.shape[1]), (len(d), 1))
             rows = np.arange(len(d))[:, None]
