@@ -258,3 +258,37 @@ def test_search_benchmark_reports_each_part():
     # Clustered data, 3,000 items: HNSW finds the exact nearest item nearly always.
     assert 0.9 <= approx["recall_at_1"] <= 1.0
     assert report["http"]["items"] == 200 and report["http"]["enrol_photos_per_second"] > 0
+
+
+def test_pretrained_benchmark_scores_both_pipelines_on_the_same_photos(orl_dir):
+    pytest.importorskip("dlib", reason="dlib's own pipeline needs dlib-bin (the dev extra)")
+    pytest.importorskip("face_recognition_models", reason="needs the [pretrained] extra")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pretrained.py"), "all", "--data",
+         str(orl_dir), "--people", "6", "--test-identities", "3", "--splits", "0",
+         "--batch", "2", "--backends", "tensorflow"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    _assert_machine(report["machine"])
+    quality = report["quality"]
+    assert quality["photos"] == 60 and quality["people"] == 6
+    # Every photo scored by both: a miss of the detector(s) counts as the whole photo.
+    assert sum(quality["faces_found"]["fsl"].values()) == 60
+    assert sum(quality["faces_found"]["dlib"].values()) == 60
+    (split,) = quality["splits"]
+    assert len(split["test_people"]) == 3
+    for name in ("fsl", "dlib"):
+        assert 0.5 <= split[name]["verification_accuracy"] <= 1.0
+    difference = quality["difference_fsl_minus_dlib"]["unseen_verification_accuracy"]
+    assert difference == pytest.approx(split["fsl"]["verification_accuracy"]
+                                       - split["dlib"]["verification_accuracy"])
+    speed = report["speed"]
+    assert speed["dlib_seconds_per_face"] > 0 and set(speed["fsl"]) == {"tensorflow"}
+    tf_speed = speed["fsl"]["tensorflow"]
+    assert speed["fsl_over_dlib_time"]["tensorflow"] == pytest.approx(
+        tf_speed["float32_seconds_per_face"] / speed["dlib_seconds_per_face"])
+    assert 0 < tf_speed["bfloat16_max_abs_change"] < 0.1
+    accuracy = speed["bfloat16_accuracy"]["verification_accuracy_all_people"]
+    assert set(accuracy) == {"float32", "mixed_bfloat16"}

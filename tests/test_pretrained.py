@@ -278,15 +278,14 @@ PEOPLE = [f"s{i:02d}" for i in range(1, 13)]
 @pytest.fixture(scope="module")
 def pretrained(orl_dir, tmp_path_factory):
     _need_weights()
-    import os
-
     from fsl.training.pretrained import pretrained_run
 
     root = tmp_path_factory.mktemp("pretrained")
-    os.environ["FSL_CACHE_DIR"] = str(root / "cache")
-    metrics = pretrained_run("dlib-resnet", orl_dir, test_identities=4, identities=PEOPLE,
-                             output_dir=root / "runs", run="dlib", verbose=0)
-    return root / "runs" / "dlib", metrics
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSL_CACHE_DIR", str(root / "cache"))
+        metrics = pretrained_run("dlib-resnet", orl_dir, test_identities=4, identities=PEOPLE,
+                                 output_dir=root / "runs", run="dlib", verbose=0)
+        yield root / "runs" / "dlib", metrics
 
 
 def test_pretrained_run_threshold_and_metrics(pretrained, orl_dir):
