@@ -255,6 +255,8 @@ def test_search_benchmark_reports_each_part():
         assert 0 < record["p50_ms"] <= record["p95_ms"], record
     approx = report["approximate"]
     assert approx["items"] == 3000 and approx["build_seconds"] > 0
+    # The saved graph is loaded by the next open (the script fails if it rebuilds).
+    assert approx["save_seconds"] > 0 and approx["open_with_saved_graph_seconds"] > 0
     # Clustered data, 3,000 items: HNSW finds the exact nearest item nearly always.
     assert 0.9 <= approx["recall_at_1"] <= 1.0
     assert report["http"]["items"] == 200 and report["http"]["enrol_photos_per_second"] > 0

@@ -162,6 +162,53 @@ def test_approximate_search_recalls_the_exact_nearest(tmp_path):
     assert removed not in [m.item_id for m in approx.search(queries[:1], k=5)[0].matches]
 
 
+def _ranked(gallery, queries, k=5):
+    return [[(m.item_id, round(m.distance, 5)) for m in r.matches]
+            for r in gallery.search(queries, k=k)]
+
+
+def test_the_hnsw_graph_is_saved_and_loaded_only_while_current(tmp_path, caplog):
+    pytest.importorskip("usearch", reason="the approximate backend needs the [search] extra")
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(500, 8)).astype("float32")
+    queries = rng.normal(size=(20, 8))
+    path, card = tmp_path / "g.sqlite", _card(dim=8)
+    with Gallery(path, card, backend="approximate") as gallery:
+        gallery.add(vectors, [f"p{i % 20}" for i in range(500)])
+        assert gallery.backend_source == "items"
+        before = _ranked(gallery, queries)
+    assert gallery.graph_path.is_file()  # close saved it beside the SQLite file
+
+    reopened = Gallery(path, card, backend="approximate")
+    assert reopened.backend_source == "saved graph" and len(reopened) == 500
+    assert _ranked(reopened, queries) == before
+    # A write that no saved graph has seen (the process dies before close):
+    # SQLite's generation moves on, the next open rebuilds from the items.
+    removed = before[0][0][0]
+    reopened.remove(item_ids=[removed])
+    (new_id,) = reopened.add(vectors[:1] + 0.01, ["late"])
+    reopened._store.close()
+    rebuilt = Gallery(path, card, backend="approximate")
+    assert rebuilt.backend_source == "items" and len(rebuilt) == 500
+    found = [i for i, _ in _ranked(rebuilt, queries[:1], k=500)[0]]
+    assert removed not in found or removed == new_id  # SQLite may reuse the id
+    assert rebuilt.search(vectors[:1] + 0.01, k=1)[0].person == "late"
+    rebuilt.close()
+    # A damaged graph file: a warning naming it, and a rebuild.
+    rebuilt.graph_path.write_bytes(b"not a graph")
+    with caplog.at_level("WARNING", logger="fsl.index.gallery"):
+        damaged = Gallery(path, card, backend="approximate")
+    assert damaged.backend_source == "items" and len(damaged) == 500
+    assert "could not be read" in caplog.text and str(damaged.graph_path) in caplog.text
+    damaged.close()
+    # The exact backend writes no graph.
+    exact_path = tmp_path / "exact.sqlite"
+    with Gallery(exact_path, card) as exact:
+        exact.add(vectors[:5], ["a"] * 5)
+        assert exact.save_graph() is None
+    assert not exact.graph_path.exists()
+
+
 def test_model_card_of_a_run(tmp_path):
     from fsl.training import train_siamese_mnist
 

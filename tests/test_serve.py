@@ -301,3 +301,18 @@ def test_fsl_serve_argument_errors_are_one_line(tmp_path, capsys):
     assert "model run folder not found" in capsys.readouterr().err
     assert cli.main(["serve"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_an_approximate_gallery_keeps_its_graph_across_restarts(run, orl_dir, tmp_path):
+    pytest.importorskip("usearch", reason="the approximate backend needs the [search] extra")
+    db = tmp_path / "g.sqlite"
+    with TestClient(create_app(run, db, backend="approximate")) as client:
+        _enrol(client, orl_dir, people=("s01", "s02"), photos=("01", "02"))
+    # The server's shutdown saved the gallery's graph beside its SQLite file.
+    assert (tmp_path / "g.sqlite.hnsw").is_file()
+    app = create_app(run, db, backend="approximate")
+    with TestClient(app) as client:
+        assert app.state.engine.gallery.backend_source == "saved graph"
+        path = orl_dir / "s02" / "02.png"
+        found = client.post("/api/search", files={"photo": ("q.png", _png(path), "image/png")})
+        assert found.json()["person"] == "s02"

@@ -2,7 +2,10 @@
 
 ``Gallery`` keeps its items in a SQLite file (``fsl.index.store``), the
 source of truth, and searches them with a backend in memory
-(``fsl.index.search``), rebuilt from the file when it opens. A gallery
+(``fsl.index.search``), built from the file when it opens. The approximate
+backend's HNSW graph is saved beside the file when the gallery closes
+(``<file>.hnsw``, with the items' generation) and loaded instead of rebuilt
+by the next open if no write happened since. A gallery
 belongs to one model: the file records the model's fingerprint
 (``model_card``), and opening it with another model is refused, naming
 both, since distances between two models' embeddings mean nothing.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import pathlib
 import re
 import threading
@@ -26,8 +30,11 @@ from typing import Any
 import numpy as np
 
 from fsl._checks import PathLike, check_positive_int
+from fsl.folders import atomic_save, atomic_write_text
 from fsl.index.search import ExactSearch
 from fsl.index.store import SCHEMA_VERSION, Store
+
+logger = logging.getLogger(__name__)
 
 #: Search backends by name.
 BACKENDS = ("exact", "approximate")
@@ -165,11 +172,66 @@ class Gallery:
         self.dim, self.metric = int(recorded["dim"]), recorded["metric"]
         self.threshold = float(recorded["threshold"])
         self.backend = _make_backend(backend, self.dim, self.metric)
-        ids, vectors, names = self._store.embeddings(self.dim)
+        #: Where the search backend came from: ``"items"`` (built from the
+        #: SQLite rows) or ``"saved graph"`` (the HNSW file, still current).
+        self.backend_source = "items"
+        if not (backend == "approximate" and self._load_graph()):
+            ids, vectors, names = self._store.embeddings(self.dim)
+            self.backend.add(ids, vectors)
+        ids, names = self._store.people_of_items()
         self._people = dict(zip(ids.tolist(), names, strict=True))
-        self.backend.add(ids, vectors)
         #: Bumped by every add and remove (e.g. to refresh what is derived from the items).
         self.version = 0
+
+    # === The saved HNSW graph ===
+
+    @property
+    def graph_path(self) -> pathlib.Path:
+        """Where an approximate gallery saves its graph: beside the SQLite file."""
+        return self.path.with_name(self.path.name + ".hnsw")
+
+    @property
+    def _graph_meta_path(self) -> pathlib.Path:
+        return self.path.with_name(self.path.name + ".hnsw.json")
+
+    def _load_graph(self) -> bool:
+        """Restore the saved graph if it was saved at the items' current generation."""
+        if not (self.graph_path.is_file() and self._graph_meta_path.is_file()):
+            return False
+        try:
+            saved = json.loads(self._graph_meta_path.read_text())
+            current = {"generation": self._store.generation(), "dim": self.dim,
+                       "metric": self.metric, "fingerprint": self.model["fingerprint"]}
+            if any(saved.get(k) != v for k, v in current.items()):
+                logger.info("%s: the saved graph is older than the items; rebuilding it",
+                            self.graph_path)
+                return False
+            self.backend.load(self.graph_path)
+        except (OSError, ValueError, RuntimeError) as error:
+            logger.warning("%s could not be read (%s); rebuilding the graph from the items",
+                           self.graph_path, error)
+            self.backend = _make_backend("approximate", self.dim, self.metric)
+            return False
+        self.backend_source = "saved graph"
+        return True
+
+    def save_graph(self) -> pathlib.Path | None:
+        """Save an approximate gallery's graph beside the SQLite file, with the
+        items' generation, so the next open loads it instead of rebuilding it
+        (``close`` does this). Nothing for the exact backend.
+
+        Returns:
+            The graph's path, or ``None`` for the exact backend.
+        """
+        if not hasattr(self.backend, "save"):
+            return None
+        with self._lock:
+            meta = {"generation": self._store.generation(), "dim": self.dim,
+                    "metric": self.metric, "fingerprint": self.model["fingerprint"],
+                    "items": len(self.backend)}
+            atomic_save(self.graph_path, self.backend.save)
+            atomic_write_text(self._graph_meta_path, json.dumps(meta))
+        return self.graph_path
 
     # === Writes ===
 
@@ -269,7 +331,13 @@ class Gallery:
         return results
 
     def close(self) -> None:
-        self._store.close()
+        """Save an approximate gallery's graph (``save_graph``), close the file."""
+        try:
+            self.save_graph()
+        except OSError as error:  # a read-only or full disk: the next open rebuilds
+            logger.warning("Could not save the search graph %s: %s", self.graph_path, error)
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Gallery:
         return self

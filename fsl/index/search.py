@@ -106,6 +106,18 @@ class ApproximateSearch:
     def __len__(self) -> int:
         return len(self.index)
 
+    def save(self, path) -> None:
+        """Write the graph to ``path`` (usearch's format)."""
+        self.index.save(str(path))
+
+    def load(self, path) -> None:
+        """Replace the graph by the one saved at ``path``.
+
+        Raises:
+            RuntimeError: the file is not a usearch index of this shape.
+        """
+        self.index.load(str(path))
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.index.add(np.asarray(ids, np.uint64), np.asarray(vectors, np.float32))

@@ -71,6 +71,17 @@ class Store:
             self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in values.items()])
 
+    def generation(self) -> int:
+        """How many writes changed the items: bumped in the same transaction as
+        each add and removal, so a copy of the items made at one generation
+        (a saved search index) is current exactly when the number matches."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(json.loads(row[0])) if row else 0
+
+    def _bump_generation(self) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)",
+                        (json.dumps(self.generation() + 1),))
+
     # === Items ===
 
     def add(self, embeddings: np.ndarray, names: Iterable[str], sources: Iterable[str | None],
@@ -91,6 +102,7 @@ class Store:
                     (person, np.asarray(embedding, "<f4").tobytes(), source, thumbnail,
                      json.dumps(dict(meta)), added))
                 ids.append(int(cursor.lastrowid))
+            self._bump_generation()
         return ids
 
     def remove_items(self, item_ids: Iterable[int]) -> list[int]:
@@ -103,6 +115,8 @@ class Store:
                 item_ids)] if item_ids else []
             self.db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in found])
             self.db.execute("DELETE FROM people WHERE id NOT IN (SELECT person FROM items)")
+            if found:
+                self._bump_generation()
         return found
 
     def item_ids_of(self, name: str) -> list[int]:
@@ -138,6 +152,12 @@ class Store:
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self.db.execute("SELECT thumbnail FROM items WHERE id = ?", (int(item_id),)).fetchone()
         return None if row is None else row[0]
+
+    def people_of_items(self) -> tuple[np.ndarray, list[str]]:
+        """Every item's id and person, without the embeddings."""
+        rows = self.db.execute("SELECT items.id, people.name FROM items JOIN people ON "
+                               "people.id = items.person ORDER BY items.id").fetchall()
+        return np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
 
     def embeddings(self, dim: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Every item: (ids [N], embeddings [N, dim] float32, person names [N])."""

@@ -18,6 +18,7 @@ Uploads are read in memory, never written to a shared file.
 """
 
 
+import contextlib
 import hmac
 import logging
 import pathlib
@@ -154,8 +155,19 @@ def create_app(run: PathLike, db: PathLike, token: str | None = None,
     engine = SearchEngine(run, db, detect_faces=detect_faces, backend=backend)
     if gallery_dir is not None:
         engine.enrol_folder(gallery_dir)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        # On shutdown an approximate gallery saves its graph beside the SQLite
+        # file, so the next start loads it instead of rebuilding it. (The file
+        # stays open: the same app may serve again.)
+        try:
+            engine.gallery.save_graph()
+        except OSError as error:
+            logger.warning("Could not save the search graph: %s", error)
+
     app = FastAPI(title="fsl search", description=__doc__.split("\n\n")[0],
-                  openapi_url="/api/openapi.json", docs_url="/docs")
+                  openapi_url="/api/openapi.json", docs_url="/docs", lifespan=lifespan)
     app.state.engine = engine
 
     def check_token(given: str | None) -> None:
