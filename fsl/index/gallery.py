@@ -175,10 +175,11 @@ class Gallery:
         #: Where the search backend came from: ``"items"`` (built from the
         #: SQLite rows) or ``"saved graph"`` (the HNSW file, still current).
         self.backend_source = "items"
-        if not (backend == "approximate" and self._load_graph()):
+        if backend == "approximate" and self._load_graph():
+            ids, names = self._store.people_of_items()
+        else:
             ids, vectors, names = self._store.embeddings(self.dim)
             self.backend.add(ids, vectors)
-        ids, names = self._store.people_of_items()
         self._people = dict(zip(ids.tolist(), names, strict=True))
         #: Bumped by every add and remove (e.g. to refresh what is derived from the items).
         self.version = 0
@@ -194,15 +195,18 @@ class Gallery:
     def _graph_meta_path(self) -> pathlib.Path:
         return self.path.with_name(self.path.name + ".hnsw.json")
 
+    def _graph_state(self) -> dict[str, Any]:
+        """What a saved graph must have been saved at to be current."""
+        return {"generation": self._store.generation(), "dim": self.dim, "metric": self.metric,
+                "fingerprint": self.model["fingerprint"]}
+
     def _load_graph(self) -> bool:
         """Restore the saved graph if it was saved at the items' current generation."""
         if not (self.graph_path.is_file() and self._graph_meta_path.is_file()):
             return False
         try:
             saved = json.loads(self._graph_meta_path.read_text())
-            current = {"generation": self._store.generation(), "dim": self.dim,
-                       "metric": self.metric, "fingerprint": self.model["fingerprint"]}
-            if any(saved.get(k) != v for k, v in current.items()):
+            if any(saved.get(k) != v for k, v in self._graph_state().items()):
                 logger.info("%s: the saved graph is older than the items; rebuilding it",
                             self.graph_path)
                 return False
@@ -226,9 +230,7 @@ class Gallery:
         if not hasattr(self.backend, "save"):
             return None
         with self._lock:
-            meta = {"generation": self._store.generation(), "dim": self.dim,
-                    "metric": self.metric, "fingerprint": self.model["fingerprint"],
-                    "items": len(self.backend)}
+            meta = {**self._graph_state(), "items": len(self.backend)}
             atomic_save(self.graph_path, self.backend.save)
             atomic_write_text(self._graph_meta_path, json.dumps(meta))
         return self.graph_path

