@@ -212,7 +212,7 @@ def bench_speed(args) -> dict:
     data = args.data or os.path.join(os.environ.get("FSL_DATA_DIR", ""), "orl_faces")
     chips = _chips(data, args.batch)
     network = dlib.face_recognition_model_v1(models.face_recognition_model_location())
-    batch = [c for c in chips]
+    batch = list(chips)
     dlib_seconds = _median_seconds(lambda: network.compute_face_descriptor(batch)) / args.batch
     backends = {}
     for backend in args.backends.split(","):

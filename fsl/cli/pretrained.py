@@ -45,7 +45,7 @@ def run_pretrained(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"face folder not found: {args.data}")
     metrics = pretrained_run(args.model, args.data, test_identities=args.test_identities,
                              identities=args.identities, split_seed=args.split_seed,
-                             weights=args.weights, output_dir=output.parent or ".",
+                             weights=args.weights, output_dir=output.parent,
                              run=output.name, overwrite=args.overwrite)
     print(f"run folder: {metrics['run_dir']}")
     return 0

@@ -21,7 +21,7 @@ from fsl.cli.args import (
     shrinkage,
 )
 from fsl.data.mnist import SOURCES as MNIST_SOURCES
-from fsl.preprocessing import FACE_ALIGNMENTS
+from fsl.preprocessing import FACE_ALIGNMENTS, STANDARDIZE_MODES
 from fsl.pretrained.catalog import PRETRAINED
 from fsl.runs import PRECISIONS
 from fsl.training.choices import DEFAULT_K, EMBEDDINGS, POOLINGS
@@ -242,7 +242,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-blocks", type=non_negative_int, default=0,
                    help="with --init: keep the stem and this many residual blocks frozen "
                    "(default 0: train all)")
-    p.add_argument("--standardize", choices=("fixed", "prewhiten", "unit"), default=None,
+    p.add_argument("--standardize", choices=STANDARDIZE_MODES, default=None,
                    help="pixel standardisation, default fixed (not with --init: the "
                    "network standardises itself)")
     p.add_argument("--align", choices=FACE_ALIGNMENTS, default=None,

@@ -196,8 +196,8 @@ def _read_affine(reader: DlibReader) -> dict[str, Any]:
     gamma = reader.alias_tensor()
     beta = reader.alias_tensor()
     if version == "bn_con2":
-        means, invstds = reader.tensor(), reader.tensor()  # batch statistics: unused
-        del means, invstds
+        reader.tensor()  # the last batch's means: unused
+        reader.tensor()  # and inverse standard deviations
         running_means, running_variances = reader.tensor(), reader.tensor()
         reader.int()  # num_updates
         reader.int()  # running_stats_window_size

@@ -6,6 +6,7 @@ training): 10-fold verification accuracy, precision@1 and k-means NMI.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -371,9 +372,8 @@ def _preprocessing(recipe: dict[str, Any]) -> Preprocessing:
         return Preprocessing((recipe["image_size"],) * 2, channels=1,
                              standardize=recipe["standardize"], align=recipe["align"],
                              margin=recipe["crop_margin"])
-    base = get_pretrained(recipe["init"]).preprocessing
-    return Preprocessing(base.image_size, channels=base.channels, standardize=base.standardize,
-                         align=recipe["align"], margin=recipe["crop_margin"])
+    return dataclasses.replace(get_pretrained(recipe["init"]).preprocessing,
+                               align=recipe["align"], margin=recipe["crop_margin"])
 
 
 def _check_people(recipe: dict[str, Any], n_train: int, n_test: int = 2) -> None:

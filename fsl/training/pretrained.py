@@ -15,7 +15,6 @@ without one, the threshold is the one the network's authors give. So
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -24,8 +23,6 @@ from fsl.pretrained.catalog import get_pretrained
 from fsl.runs import RunDir
 from fsl.training.facenet import _check_people, _evaluate, _load, _split
 from fsl.training.options import RunOptions, guard_run
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["pretrained_run", "evaluate_run"]
 
