@@ -418,19 +418,30 @@ class FacePipeline:
         Raises:
             NoFaceError: if the photo has no face.
         """
+        embedding, known, _ = self.embed_largest_face(image)
+        return embedding, known
+
+    def embed_largest_face(self, image: Any) -> tuple[np.ndarray, bool | None, Face | None]:
+        """``(embedding [D], in domain, Face)`` of the largest face of a photo:
+        ``embed_with_domain`` plus where the face is (``None`` without
+        detection), e.g. to cut a thumbnail of it.
+
+        Raises:
+            NoFaceError: if the photo has no face.
+        """
         found = self.faces(image)
         name = f" in {str(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
         if not found:
             raise NoFaceError(f"No face found{name}")
-        crop = found[0][1]
+        face, crop = found[0]
         embedding = self.embed_images(crop[None])[0]
         if self.domain is None:
-            return embedding, None
+            return embedding, None, face
         reason = self.domain.reason(crop)
         if reason is not None:
             logger.warning("The face%s looks unlike the images the model was trained on (%s): "
                            "decisions about it are unreliable", name or " given", reason)
-        return embedding, reason is None
+        return embedding, reason is None, face
 
     def embed_files(self, paths: Sequence[PathLike]) -> tuple[np.ndarray, list[int]]:
         """Embeddings of the largest face of each file, skipping (with a warning

@@ -64,15 +64,8 @@ class SearchEngine:
         Raises:
             fsl.faces.NoFaceError: no face in the photo.
         """
-        from fsl.faces.pipeline import NoFaceError
-
         with self._model_lock:
-            found = self.pipeline.faces(pixels)
-            if not found:
-                raise NoFaceError("No face found in the photo")
-            face, crop = found[0]
-            embedding = self.pipeline.embed_images(crop[None])[0]
-        known = None if self.pipeline.domain is None else self.pipeline.domain.reason(crop) is None
+            embedding, known, face = self.pipeline.embed_largest_face(pixels)
         return embedding, thumbnail(pixels, None if face is None else face.box), known
 
     def enrol(self, pixels: np.ndarray, name: str, source: str | None = None
