@@ -219,3 +219,84 @@ def test_model_card_of_a_run(tmp_path):
     assert len(card["fingerprint"]) == 64 and card == model_card(tmp_path / "m")
     with Gallery(tmp_path / "g.sqlite", card) as gallery:
         assert gallery.threshold == pytest.approx(card["threshold"])
+
+
+def _rehearsal_by_loops(vectors, people, metric):
+    """Leave-one-out open-set queries, one Python loop per item."""
+    outcomes = []  # (distance, known, right)
+    for i, query in enumerate(vectors):
+        others = [(ref_distance(query, v, metric), people[j])
+                  for j, v in enumerate(vectors) if j != i]
+        if people.count(people[i]) >= 2:
+            d, who = min(others)
+            outcomes.append((d, True, who == people[i]))
+        outcomes.append((min(d for d, who in others if who != people[i]), False, False))
+    return outcomes
+
+
+def _score(outcomes, threshold):
+    correct = sum((right and d <= threshold) or (not known and d > threshold)
+                  for d, known, right in outcomes)
+    strangers = [d for d, known, _ in outcomes if not known]
+    return correct / len(outcomes), sum(d <= threshold for d in strangers) / len(strangers)
+
+
+@pytest.mark.parametrize("metric", ["L2", "angular"])
+def test_calibrate_rehearses_every_item_as_known_and_as_stranger(tmp_path, metric):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(6, 3)) * 2.0
+    people = [f"p{i % 6}" for i in range(27)] + ["solo"]  # "solo": one photo, stranger only
+    vectors = np.concatenate([centres[np.arange(27) % 6] + rng.normal(size=(27, 3)),
+                              rng.normal(size=(1, 3))])
+    gallery = Gallery(tmp_path / "g.sqlite", _card(metric=metric))
+    gallery.add(vectors, people)
+    report = gallery.calibrate()
+    outcomes = _rehearsal_by_loops(vectors.astype(np.float32), people, metric)
+    assert report["n_known"] == 27 and report["n_unknown"] == 28 and report["items"] == 28
+    candidates = sorted({d for d, _, _ in outcomes})
+    candidates += [(a + b) / 2 for a, b in zip(candidates, candidates[1:])] + [-1.0]
+    best = max(_score(outcomes, t)[0] for t in candidates)
+    assert report["accuracy"] == pytest.approx(best)
+    assert _score(outcomes, report["threshold"]) == pytest.approx(
+        (report["accuracy"], report["false_accept_rate"]))
+    run = report["at_threshold"]
+    assert run["threshold"] == 0.5
+    assert (run["accuracy"], run["false_accept_rate"]) == pytest.approx(_score(outcomes, 0.5))
+    assert gallery.threshold == report["threshold"] and gallery.threshold_source == "gallery"
+    # A false accept target: the loosest threshold within it.
+    strict = gallery.calibrate(far_target=0.1)
+    assert strict["false_accept_rate"] <= 0.1
+    looser = min(d for d, known, _ in outcomes  # (the loop's float64 vs matrix products)
+                 if not known and d > strict["threshold"] + 1e-6)
+    assert _score(outcomes, looser)[1] > 0.1
+    gallery.close()
+
+
+def test_the_gallery_threshold_persists_until_the_run_threshold_is_asked_back(tmp_path):
+    path = tmp_path / "g.sqlite"
+    rng = np.random.default_rng(0)
+    with Gallery(path, CARD) as gallery:
+        gallery.add(rng.normal(size=(12, 3)), [f"p{i % 4}" for i in range(12)])
+        assert gallery.threshold_source == "run" and gallery.calibration is None
+        chosen = gallery.calibrate()["threshold"]
+    with Gallery(path, _card(threshold=0.7)) as reopened:  # the run recalibrated since
+        assert reopened.threshold == chosen and reopened.threshold_source == "gallery"
+        assert reopened.search(np.zeros(3))[0].threshold == chosen
+        reopened.use_run_threshold()
+        assert reopened.threshold == 0.7 and reopened.threshold_source == "run"
+    with Gallery(path) as again:
+        assert again.threshold == 0.7 and again.calibration is None
+
+
+def test_calibrate_needs_two_people_and_samples_large_galleries(tmp_path):
+    gallery = Gallery(tmp_path / "g.sqlite", CARD)
+    gallery.add(np.eye(3), ["ada"] * 3)
+    with pytest.raises(ValueError, match="two people or more. Received: 1 person"):
+        gallery.calibrate()
+    assert gallery.calibration is None and gallery.threshold == 0.5
+    gallery.add(np.random.default_rng(1).normal(size=(50, 3)), [f"p{i % 5}" for i in range(50)])
+    with pytest.raises(ValueError, match=r"far_target must be in \[0, 1\]. Received: "):
+        gallery.calibrate(far_target=1.5)
+    report = gallery.calibrate(max_queries=20)
+    assert report["n_unknown"] == 20 and report["items"] == 53
+    gallery.close()

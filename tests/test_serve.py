@@ -173,6 +173,35 @@ def test_writes_need_the_token(run, tmp_path, orl_dir):
         assert client.post("/api/search", files=files).status_code == 200  # reads are open
 
 
+def test_calibrate_chooses_the_gallery_threshold_over_http(run, orl_dir, tmp_path):
+    from fsl.index.calibration import rehearse
+
+    headers = {"X-FSL-Token": "t"}
+    with TestClient(create_app(run, tmp_path / "g.sqlite", token="t")) as client:
+        _enrol(client, orl_dir, people=["s01"], headers=headers)
+        one = client.post("/api/calibrate", headers=headers)
+        assert one.status_code == 400 and "Received: 1 person" in one.json()["detail"]
+        _enrol(client, orl_dir, people=PEOPLE[1:], headers=headers)
+        assert client.post("/api/calibrate").status_code == 401  # a write: the token
+        run_threshold = client.get("/api/health").json()["threshold"]
+        report = client.post("/api/calibrate", headers=headers).json()
+        # The same rehearsal, computed directly on the gallery's embeddings.
+        _, vectors, people = client.app.state.engine.gallery.embeddings()
+        want = rehearse(vectors, people, "L2", threshold=run_threshold)
+        assert report["threshold"] == pytest.approx(want["threshold"])
+        assert report["at_threshold"] == pytest.approx(want["at_threshold"])
+        health = client.get("/api/health").json()
+        assert (health["threshold"], health["threshold_source"]) == (report["threshold"],
+                                                                      "gallery")
+        bad = client.post("/api/calibrate", data={"far_target": "2"}, headers=headers)
+        assert bad.status_code == 400 and "far_target=2.0" in bad.json()["detail"]
+        assert client.get("/api/health").json()["threshold"] == report["threshold"]
+        strict = client.post("/api/calibrate", data={"far_target": "0"}, headers=headers).json()
+        assert strict["false_accept_rate"] == 0.0
+        assert client.delete("/api/calibrate", headers=headers).json() == {
+            "threshold": run_threshold, "threshold_source": "run"}
+
+
 def test_concurrent_enrolments_all_land(client, orl_dir):
     errors = []
 
@@ -279,7 +308,8 @@ def test_the_page_in_headless_chromium(run, orl_dir, tmp_path):
 
 
 def test_enrolling_a_folder_at_start_reports_progress_and_skips_bad_files(run, tmp_path,
-                                                                          orl_dir, caplog):
+                                                                          orl_dir, caplog,
+                                                                          capsys):
     folder = tmp_path / "people"
     for person in ("s05", "s06"):
         (folder / person).mkdir(parents=True)
@@ -287,11 +317,14 @@ def test_enrolling_a_folder_at_start_reports_progress_and_skips_bad_files(run, t
             shutil.copy(orl_dir / person / f"{photo}.png", folder / person / f"{photo}.png")
     (folder / "s06" / "broken.png").write_bytes(b"not a png")
     with caplog.at_level("WARNING", logger="fsl.serve.app"):
-        app = create_app(run, tmp_path / "g.sqlite", gallery_dir=folder)
+        app = create_app(run, tmp_path / "g.sqlite", gallery_dir=folder, calibrate=True)
     assert f"Skipping {folder / 's06' / 'broken.png'}" in caplog.text
     assert "Enrolled 4 of 5 photos" in caplog.text
+    chosen = app.state.engine.gallery.threshold
+    assert f"Gallery threshold {chosen:.4f} (run's" in capsys.readouterr().out
     with TestClient(app) as client:
         assert client.get("/api/people").json() == {"s05": 2, "s06": 2}
+        assert client.get("/api/health").json()["threshold_source"] == "gallery"
 
 
 def test_fsl_serve_argument_errors_are_one_line(tmp_path, capsys):
@@ -301,6 +334,9 @@ def test_fsl_serve_argument_errors_are_one_line(tmp_path, capsys):
     assert "model run folder not found" in capsys.readouterr().err
     assert cli.main(["serve"]) == 2
     assert "--model" in capsys.readouterr().err
+    tmp_path.joinpath("run").mkdir()
+    assert cli.main(["serve", "--model", str(tmp_path / "run"), "--far-target", "0.01"]) == 2
+    assert "--far-target 0.01 without --calibrate" in capsys.readouterr().err
 
 
 def test_an_approximate_gallery_keeps_its_graph_across_restarts(run, orl_dir, tmp_path):

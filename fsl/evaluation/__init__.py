@@ -33,7 +33,13 @@ from fsl.evaluation.protocols import (
     training_thresholds,
     verification_pairs,
 )
-from fsl.evaluation.recognition import Gallery, choose_threshold, evaluate_open_set
+from fsl.evaluation.recognition import (
+    Gallery,
+    choose_threshold,
+    evaluate_open_set,
+    open_set_rates,
+    open_set_threshold,
+)
 from fsl.evaluation.retrieval import map_at_r, precision_at_1, recall_at_k
 from fsl.evaluation.verification import (
     accuracy_at_threshold,
@@ -70,6 +76,8 @@ __all__ = [
     "cohort_statistics",
     "eer",
     "evaluate_open_set",
+    "open_set_rates",
+    "open_set_threshold",
     "failure_rate",
     "kfold_verification",
     "landmark_report",

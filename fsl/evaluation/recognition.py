@@ -19,7 +19,9 @@ from collections.abc import Hashable
 import numpy as np
 
 from fsl.evaluation._validation import (
+    as_binary_labels,
     as_embeddings,
+    as_vector,
     class_means,
     cross_distances,
     l2_normalize,
@@ -246,6 +248,22 @@ def evaluate_open_set(gallery: Gallery, query_emb, query_names,
     """
     threshold = check_threshold(threshold, allow_none=True)
     distances, known, right = _outcomes(gallery, query_emb, query_names)
+    return open_set_rates(distances, known, right, threshold)
+
+
+def open_set_rates(distances, known, right, threshold: float | None) -> dict:
+    """``evaluate_open_set``'s scores from the outcomes of open-set queries.
+
+    Args:
+        distances, known, right: as ``open_set_threshold``.
+        threshold: acceptance threshold (``None``: accept everyone).
+
+    Returns:
+        The dict of ``evaluate_open_set``.
+    """
+    distances = as_vector(distances, "distances")
+    known = as_binary_labels(known, len(distances), "known").astype(bool)
+    right = as_binary_labels(right, len(distances), "right").astype(bool)
     accepted = np.ones_like(known) if threshold is None else distances <= threshold
     n_known, n_unknown = int(known.sum()), int((~known).sum())
     correct = np.sum(right & accepted) + np.sum(~known & ~accepted)
@@ -257,7 +275,7 @@ def evaluate_open_set(gallery: Gallery, query_emb, query_names,
         "known_accuracy": _rate(np.sum(right & accepted), n_known),
         "n_known": n_known,
         "n_unknown": n_unknown,
-        "threshold": threshold,
+        "threshold": None if threshold is None else float(threshold),
     }
 
 
@@ -285,6 +303,43 @@ def choose_threshold(gallery: Gallery, val_emb, val_names,
             ``far_target`` with no unknown validation query.
     """
     distances, known, right = _outcomes(gallery, val_emb, val_names)
+    return open_set_threshold(distances, known, right, far_target)
+
+
+def open_set_threshold(distances, known, right, far_target: float | None = None) -> float:
+    """The acceptance threshold from the outcomes of open-set queries.
+
+    The core of ``choose_threshold``, for callers that computed the queries'
+    nearest distances themselves (e.g. ``fsl.index.Gallery.calibrate``, which
+    rehearses with the enrolled photos).
+
+    Args:
+        distances: ``[N]`` each query's distance to its nearest enrolled
+            person.
+        known: ``[N]`` booleans: the query's person is enrolled.
+        right: ``[N]`` booleans: the nearest enrolled person is the query's
+            own (implies ``known``).
+        far_target: as ``choose_threshold``.
+
+    Returns:
+        The threshold, as ``choose_threshold``.
+
+    Raises:
+        ValueError: inputs of different lengths or empty, ``right`` without
+            ``known``, ``far_target`` outside ``[0, 1]`` or with no unknown
+            query.
+
+    Examples:
+
+    >>> open_set_threshold([0.1, 0.5, 0.9], [True, True, False], [True, True, False])
+    0.7
+    """
+    distances = as_vector(distances, "distances")
+    known = as_binary_labels(known, len(distances), "known").astype(bool)
+    right = as_binary_labels(right, len(distances), "right").astype(bool)
+    if np.any(right & ~known):
+        raise ValueError("right must imply known. Received: a query answered right whose "
+                         "person is not enrolled")
     unique, inverse = np.unique(distances, return_inverse=True)
     right_le = np.cumsum(np.bincount(inverse, weights=right, minlength=len(unique)))
     unknown_le = np.cumsum(np.bincount(inverse, weights=~known, minlength=len(unique)))

@@ -11,8 +11,11 @@ belongs to one model: the file records the model's fingerprint
 both, since distances between two models' embeddings mean nothing.
 
 A search returns the ``k`` nearest items with their distances, and a
-decision: the nearest item's person if its distance is at most the model's
-threshold, else "unknown" (``person=None``).
+decision: the nearest item's person if its distance is at most the
+threshold, else "unknown" (``person=None``). The threshold is the run's
+(chosen for verification: two photos, same person?) until
+``Gallery.calibrate`` rehearses identification among the enrolled people
+(``fsl.index.calibration``) and keeps the gallery's own in the file.
 """
 
 from __future__ import annotations
@@ -170,7 +173,10 @@ class Gallery:
             self._store.set_meta({"threshold": recorded["threshold"]})
         self.model = recorded
         self.dim, self.metric = int(recorded["dim"]), recorded["metric"]
-        self.threshold = float(recorded["threshold"])
+        #: The last ``calibrate`` report kept in the file, or ``None``.
+        self.calibration = recorded.get("calibration")
+        self.threshold = float(recorded["threshold"] if self.calibration is None
+                               else self.calibration["threshold"])
         self.backend = _make_backend(backend, self.dim, self.metric)
         #: Where the search backend came from: ``"items"`` (built from the
         #: SQLite rows) or ``"saved graph"`` (the HNSW file, still current).
@@ -282,6 +288,58 @@ class Gallery:
                 self._people.pop(item, None)
             self.version += 1
         return len(removed)
+
+    # === The threshold ===
+
+    @property
+    def threshold_source(self) -> str:
+        """``"gallery"`` after ``calibrate``, else ``"run"``."""
+        return "run" if self.calibration is None else "gallery"
+
+    def calibrate(self, far_target: float | None = None, max_queries: int = 5000,
+                  seed: int = 0) -> dict[str, Any]:
+        """Choose the gallery's identification threshold and keep it in the file.
+
+        Rehearses open-set identification with the enrolled items
+        (``fsl.index.calibration.rehearse``: each item searched as a known
+        person among the others and as a stranger with its person left out),
+        and from then on decides with the threshold found, also after the
+        file is opened again, until ``use_run_threshold``. Calibrate again
+        after the gallery changed much: the report records its size.
+
+        Args:
+            far_target: ``None``: the most correct answers; a rate in
+                ``[0, 1]``: the loosest threshold letting at most that share
+                of strangers in.
+            max_queries: at most this many items replayed (a seeded sample).
+            seed: the sample's seed.
+
+        Returns:
+            The report of ``rehearse`` (the rates at the run's threshold under
+            ``"at_threshold"``), plus ``items``: the gallery's size then.
+
+        Raises:
+            ValueError: fewer than two people, a bad ``far_target``.
+        """
+        from fsl.index.calibration import rehearse
+
+        with self._lock:
+            _, vectors, people = self._store.embeddings(self.dim)
+            report = rehearse(vectors, people, self.metric, far_target, max_queries, seed,
+                              threshold=float(self.model["threshold"]))
+            report["items"] = len(vectors)
+            self._store.set_meta({"calibration": report})
+            self.calibration, self.threshold = report, float(report["threshold"])
+        logger.info("Gallery %s: threshold %.4f from %d known and %d stranger rehearsals "
+                    "(run's %.4f)", self.path, self.threshold, report["n_known"],
+                    report["n_unknown"], float(self.model["threshold"]))
+        return report
+
+    def use_run_threshold(self) -> None:
+        """Forget ``calibrate``'s threshold: decide with the run's again."""
+        with self._lock:
+            self._store.delete_meta(["calibration"])
+            self.calibration, self.threshold = None, float(self.model["threshold"])
 
     # === Reads ===
 

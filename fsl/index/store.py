@@ -71,6 +71,11 @@ class Store:
             self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in values.items()])
 
+    def delete_meta(self, keys: Iterable[str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in keys])
+
     def generation(self) -> int:
         """How many writes changed the items: bumped in the same transaction as
         each add and removal, so a copy of the items made at one generation

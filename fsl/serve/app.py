@@ -124,7 +124,8 @@ class SearchEngine:
 
 def create_app(run: PathLike, db: PathLike, token: str | None = None,
                detect_faces: bool | None = None, backend: str = "exact",
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, gallery_dir: PathLike | None = None):
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, gallery_dir: PathLike | None = None,
+               calibrate: bool = False, far_target: float | None = None):
     """The FastAPI application of ``fsl serve``.
 
     Args:
@@ -135,6 +136,10 @@ def create_app(run: PathLike, db: PathLike, token: str | None = None,
         backend: ``"exact"`` or ``"approximate"``.
         max_upload_bytes: the upload limit.
         gallery_dir: a folder of people to enrol at start.
+        calibrate: at start (after ``gallery_dir``), choose the gallery's own
+            threshold (``fsl.index.Gallery.calibrate``).
+        far_target: ``calibrate``'s false accept target (``None``: the most
+            correct answers).
 
     Returns:
         A ``fastapi.FastAPI``; its ``state.engine`` is the ``SearchEngine``.
@@ -148,6 +153,14 @@ def create_app(run: PathLike, db: PathLike, token: str | None = None,
     engine = SearchEngine(run, db, detect_faces=detect_faces, backend=backend)
     if gallery_dir is not None:
         engine.enrol_folder(gallery_dir)
+    if calibrate:
+        report = engine.gallery.calibrate(far_target=far_target)
+        print(f"Gallery threshold {report['threshold']:.4f} (run's "
+              f"{report['at_threshold']['threshold']:.4f}): strangers let in "
+              f"{report['false_accept_rate']:.1%} (run's "
+              f"{report['at_threshold']['false_accept_rate']:.1%}), own photos rejected "
+              f"{report['false_reject_rate']:.1%} ({report['at_threshold']['false_reject_rate']:.1%})",
+              flush=True)
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
@@ -188,9 +201,32 @@ def create_app(run: PathLike, db: PathLike, token: str | None = None,
 
     @app.get("/api/health")
     def health() -> dict:
-        """The model and the gallery's size."""
-        return {"model": engine.gallery.model["name"], "items": len(engine.gallery),
-                "threshold": engine.gallery.threshold, "metric": engine.gallery.metric}
+        """The model, the gallery's size and the threshold it decides with."""
+        gallery = engine.gallery
+        return {"model": gallery.model["name"], "items": len(gallery),
+                "threshold": gallery.threshold, "threshold_source": gallery.threshold_source,
+                "metric": gallery.metric}
+
+    @app.post("/api/calibrate")
+    def calibrate(far_target: Annotated[float | None, Form()] = None,
+                  x_fsl_token: Annotated[str | None, Header()] = None) -> dict:
+        """Choose the gallery's own identification threshold by rehearsing with
+        its photos (each searched as a known person and as a stranger); with
+        ``far_target``, the loosest one that lets at most that share of
+        strangers in. Returns the rehearsal's rates (at the run's threshold
+        too)."""
+        check_token(x_fsl_token)
+        try:
+            return engine.gallery.calibrate(far_target=far_target)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.delete("/api/calibrate")
+    def use_run_threshold(x_fsl_token: Annotated[str | None, Header()] = None) -> dict:
+        """Decide with the run's threshold again."""
+        check_token(x_fsl_token)
+        engine.gallery.use_run_threshold()
+        return {"threshold": engine.gallery.threshold, "threshold_source": "run"}
 
     @app.get("/api/people")
     def people() -> dict:

@@ -178,4 +178,6 @@ async function drawMap() {
   });
 }
 
-call("/api/health").then((h) => { $("status").textContent = `model ${h.model}, ${h.items} photos`; }).catch(() => {});
+call("/api/health").then((h) => {
+  $("status").textContent = `model ${h.model}, ${h.items} photos, threshold ${h.threshold.toFixed(3)} (${h.threshold_source}'s)`;
+}).catch(() => {});
