@@ -53,7 +53,9 @@ def read_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD_B
         raise
     except Image.DecompressionBombError as error:
         raise UploadError(413, f"{name} decodes to too many pixels ({error})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except UnidentifiedImageError:  # its message names an in-memory buffer
+        raise UploadError(400, f"{name} is not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise UploadError(400, f"{name} is not an image Pillow can read "
                                f"({type(error).__name__}: {error})") from None
 
