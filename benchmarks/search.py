@@ -8,6 +8,13 @@
 * ``approximate``: the HNSW backend at ``--approximate-size`` items:
   build time, resident memory added, recall@1 against the exact nearest
   item, p50/p95 latency.
+* ``libraries``: the two maintained HNSW libraries the approximate
+  backend could use, on the same ``--libraries-size`` vectors with the same
+  graph parameters (degree 16, construction breadth 128, search breadth
+  64): ``usearch`` (fsl's ``ApproximateSearch``) and ``faiss-cpu``
+  (``IndexHNSWFlat``, the ``[bench]`` extra): build time, recall@1
+  against the exact nearest item, p50/p95 latency of one query, the saved
+  index's size, save and load time, and whether items can be removed.
 * ``http``: end-to-end ``POST /api/search`` of one photo through the app
   (decode, embedding with a fast-trained MNIST run, search, JSON) against a
   gallery of ``--http-size`` items, p50/p95; and enrolment throughput
@@ -17,6 +24,7 @@ Usage::
 
     python benchmarks/search.py                       # 10k and 100k exact, 1M HNSW, 10k HTTP
     python benchmarks/search.py --quick               # 2k exact, 20k HNSW, 1k HTTP
+    python benchmarks/search.py --parts libraries     # usearch vs faiss at 100k
 
 Prints one JSON object on stdout.
 """
@@ -116,6 +124,73 @@ def approximate(n, queries, rng, folder, centres):
             "save_seconds": save, "open_with_saved_graph_seconds": load}
 
 
+def libraries(n, queries, rng, folder, centres):
+    from fsl.index.search import ApproximateSearch
+
+    vectors = _unit(rng, n, DIM, centres)
+    probes = _unit(rng, queries, DIM, centres)
+    squared = np.sum(vectors.astype(np.float64) ** 2, axis=1)
+    truth = np.argmin(squared[None] - 2.0 * probes.astype(np.float64) @ vectors.T.astype(
+        np.float64), axis=1)
+
+    def measure(name, build, search, save, load, remove):
+        start = time.perf_counter()
+        index = build()
+        record = {"build_seconds": time.perf_counter() - start}
+        hits, times = 0, []
+        for probe, want in zip(probes, truth, strict=True):
+            start = time.perf_counter()
+            found = search(index, probe)
+            times.append(time.perf_counter() - start)
+            hits += int(found == want)
+        path = folder / f"{name}.index"
+        start = time.perf_counter()
+        save(index, path)
+        record["save_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        load(path)
+        record["load_seconds"] = time.perf_counter() - start
+        record.update(recall_at_1=hits / queries, **_percentiles(times),
+                      saved_mb=path.stat().st_size / 2**20)
+        try:
+            remove(index, np.arange(10))
+            record["removes_items"] = True
+        except RuntimeError as error:
+            record["removes_items"] = False
+            record["remove_error"] = str(error).strip().splitlines()[-1][:160]
+        return record
+
+    def usearch_build():
+        index = ApproximateSearch(DIM, "L2")
+        index.add(np.arange(n), vectors)
+        return index
+
+    report = {"items": n, "usearch": measure(
+        "usearch", usearch_build, lambda index, q: int(index.search(q[None], 1)[0][0, 0]),
+        lambda index, path: index.save(path),
+        lambda path: ApproximateSearch(DIM, "L2").load(path),
+        lambda index, ids: index.remove(ids))}
+    try:
+        import faiss
+    except ImportError:
+        report["faiss"] = "not installed (pip install faiss-cpu, or the [bench] extra)"
+        return report
+
+    def faiss_build():
+        index = faiss.IndexHNSWFlat(DIM, 16)
+        index.hnsw.efConstruction, index.hnsw.efSearch = 128, 64
+        index.add(vectors)
+        return index
+
+    report["faiss"] = measure(
+        "faiss", faiss_build, lambda index, q: int(index.search(q[None], 1)[1][0, 0]),
+        lambda index, path: faiss.write_index(index, str(path)),
+        lambda path: faiss.read_index(str(path)),
+        lambda index, ids: index.remove_ids(ids.astype(np.int64)))
+    report["faiss_version"] = faiss.__version__
+    return report
+
+
 def http(n, queries, rng, folder):
     from fastapi.testclient import TestClient
 
@@ -162,20 +237,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--exact-sizes", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--approximate-size", type=int)
     parser.add_argument("--http-size", type=int)
+    parser.add_argument("--libraries-size", type=int)
+    parser.add_argument("--parts", default="exact,approximate,libraries,http",
+                        help="comma-separated parts to run (default: all)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = args.exact_sizes or ([2000] if args.quick else [10_000, 100_000])
     approx_n = args.approximate_size or (20_000 if args.quick else 1_000_000)
     http_n = args.http_size or (1000 if args.quick else 10_000)
+    libraries_n = args.libraries_size or (20_000 if args.quick else 100_000)
+    parts = args.parts.split(",")
+    unknown = set(parts) - {"exact", "approximate", "libraries", "http"}
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}")
     report = {"machine": _machine.describe(), "dim": DIM, "queries": args.queries}
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         centres = _unit(rng, PEOPLE)
-        report["exact"] = exact(sizes, args.queries, rng, folder, centres)
-        report["approximate"] = approximate(approx_n, args.queries, rng, folder, centres)
-        report["http"] = http(http_n, min(args.queries, 100), rng, folder)
+        if "exact" in parts:
+            report["exact"] = exact(sizes, args.queries, rng, folder, centres)
+        if "approximate" in parts:
+            report["approximate"] = approximate(approx_n, args.queries, rng, folder, centres)
+        if "libraries" in parts:
+            report["libraries"] = libraries(libraries_n, args.queries, rng, folder, centres)
+        if "http" in parts:
+            report["http"] = http(http_n, min(args.queries, 100), rng, folder)
     return report
 
 
