@@ -22,6 +22,16 @@ the closest negative ``n`` with ``d(a, n) > d(a, p)``. TFA finds it by tiling a
 (``O(B^2 log B)``) and every ``d(a, p)`` is located in its row by a batched
 binary search (``O(B^2 log B)`` time, ``O(B^2)`` memory), so ``B = 4096`` fits
 easily in memory.
+
+The losses read the semi-hard negative only at the positive pairs, and a
+P x K batch has only ``K - 1`` positives per anchor. ``semihard_weights``
+and ``batch_all_weights`` therefore visit the positives one *slot* at a time
+(the first positive of every anchor, then the second...): per slot one
+masked arg-min (semi-hard) or one comparison (batch-all) over each row, no
+sort, ``O(B^2 M)`` time for ``M`` positives per anchor. They return integer
+selections as a weight matrix, so that the loss and its gradient are one
+product with the distance matrix. ``few_positives`` tells which way is
+cheaper for a batch (measured by ``benchmarks/mining.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ __all__ = [
     "searchsorted_rows",
     "semihard_negative",
     "batch_all_hinge",
+    "few_positives",
+    "semihard_weights",
+    "batch_all_weights",
     "flat_labels",
 ]
 
@@ -315,6 +328,130 @@ def batch_all_hinge(distances, positive_mask, negative_mask, margin: float):
         ops.where(positive_mask, hinge_sum, zeros),
         ops.where(positive_mask, count, zeros),
     )
+
+
+def _positive_slots(positive_mask):
+    """``(rank, slots, counts)``: the rank of each positive in its row
+    (1, 2, ... at positive entries), the most positives of a row (int32
+    scalar) and each row's number of positives (``[B, 1]``)."""
+    positive = ops.cast(positive_mask, "int32")
+    counts = ops.sum(positive, axis=1, keepdims=True)
+    return ops.cumsum(positive, axis=1), ops.max(counts), counts
+
+
+def _slot_column(rank, slot):
+    """Column ``[B, 1]`` of each row's positive number ``slot + 1`` (0 when
+    the row has fewer positives): the first column where ``rank`` reaches it."""
+    reached = ops.cast(ops.equal(rank, slot + 1), "int32")
+    return ops.expand_dims(ops.cast(ops.argmax(reached, axis=1), "int32"), 1)
+
+
+def few_positives(positive_mask, per_log2_batch: float):
+    """True when no anchor has more than ``per_log2_batch * log2(B)`` positives.
+
+    The slot-by-slot selections (``semihard_weights``, ``batch_all_weights``)
+    cost ``O(B^2 M)`` for ``M`` positives per anchor, the sorted ones
+    (``semihard_negative``, ``batch_all_hinge``) ``O(B^2 log B)``; the losses
+    take the slots below ``per_log2_batch * log2(B)`` positives (the factor
+    measured on CPU at ``B = 4096``: about 2 for semi-hard, 4 for batch-all).
+
+    Returns:
+        A boolean scalar tensor.
+    """
+    _, slots, _ = _positive_slots(positive_mask)
+    batch = ops.cast(ops.shape(positive_mask)[0], "float32")
+    return ops.less_equal(ops.cast(slots, "float32"),
+                          per_log2_batch * ops.log2(ops.maximum(batch, 2.0)))
+
+
+def semihard_weights(distances, positive_mask, negative_mask, margin: float):
+    """Semi-hard triplets as weights on the distance matrix (slot by slot).
+
+    For each positive pair ``(a, p)`` its semi-hard negative ``n`` is chosen
+    as ``semihard_negative`` does (the closest with ``d(a, n) > d(a, p)``,
+    else the farthest negative; ties to the lowest column), by one masked
+    arg-min over row ``a`` per positive slot. A triplet is active when
+    ``d(a, p) - d(a, n) + margin > 0``. Selections are made on
+    ``stop_gradient(distances)``.
+
+    Args:
+        distances: ``[B, B]`` distance matrix.
+        positive_mask: boolean ``[B, B]`` mask of positive pairs.
+        negative_mask: boolean ``[B, B]`` mask of negatives.
+        margin: the triplet margin.
+
+    Returns:
+        ``(weights, active)``: ``weights [B, B]`` holds, per entry, the number
+        of active triplets using it as ``(a, p)`` minus those using it as
+        ``(a, n)``; ``active`` (scalar) counts the active triplets. The sum of
+        the active hinges is ``sum(distances * weights) + margin * active``,
+        and its gradient flows through ``distances`` only.
+    """
+    d = ops.stop_gradient(ops.convert_to_tensor(distances))
+    positive = ops.cast(positive_mask, "bool")
+    negative = ops.cast(negative_mask, "bool")
+    rank, slots, counts = _positive_slots(positive)
+    inf = ops.full_like(d, float("inf"))
+    negative_d = ops.where(negative, d, inf)
+    farthest_d = ops.where(negative, d, -inf)
+    farthest = ops.max(farthest_d, axis=1, keepdims=True)
+    farthest_column = ops.expand_dims(ops.cast(ops.argmax(farthest_d, axis=1), "int32"), 1)
+    columns = ops.expand_dims(ops.arange(ops.shape(d)[1], dtype="int32"), 0)
+    zeros = ops.zeros_like(d)
+
+    def slot(m, carry):
+        weights, active = carry
+        p = _slot_column(rank, m)
+        d_ap = ops.take_along_axis(d, p, axis=1)
+        farther = ops.where(ops.greater(negative_d, d_ap), negative_d, inf)
+        n = ops.expand_dims(ops.cast(ops.argmin(farther, axis=1), "int32"), 1)
+        d_an = ops.take_along_axis(farther, n, axis=1)
+        found = ops.less(d_an, float("inf"))
+        n = ops.where(found, n, farthest_column)
+        d_an = ops.where(found, d_an, farthest)
+        on = ops.logical_and(ops.greater(counts, m), ops.greater(d_ap - d_an + margin, 0.0))
+        on = ops.cast(on, d.dtype)
+        weights = (weights + ops.where(ops.equal(columns, p), on, zeros)
+                   - ops.where(ops.equal(columns, n), on, zeros))
+        return weights, active + ops.sum(on)
+
+    return ops.fori_loop(0, slots, slot, (zeros, ops.sum(zeros[:1, :1])))
+
+
+def batch_all_weights(distances, positive_mask, negative_mask, margin: float):
+    """Active batch-all triplets as weights on the distance matrix (slot by slot).
+
+    The triplets ``(a, p, n)`` of ``batch_all_hinge`` with a positive hinge
+    (``d(a, n) < d(a, p) + margin``), counted by one comparison over row
+    ``a`` per positive slot, on ``stop_gradient(distances)``.
+
+    Args:
+        distances: ``[B, B]`` distance matrix.
+        positive_mask: boolean ``[B, B]`` mask of positive pairs.
+        negative_mask: boolean ``[B, B]`` mask of negatives.
+        margin: the triplet margin.
+
+    Returns:
+        ``(weights, active)`` as ``semihard_weights``: the sum of the active
+        hinges is ``sum(distances * weights) + margin * active``.
+    """
+    d = ops.stop_gradient(ops.convert_to_tensor(distances))
+    negative = ops.cast(negative_mask, "bool")
+    rank, slots, counts = _positive_slots(positive_mask)
+    columns = ops.expand_dims(ops.arange(ops.shape(d)[1], dtype="int32"), 0)
+    zeros = ops.zeros_like(d)
+
+    def slot(m, carry):
+        weights, active = carry
+        p = _slot_column(rank, m)
+        d_ap = ops.take_along_axis(d, p, axis=1)
+        hit = ops.logical_and(negative, ops.less(d, d_ap + margin))
+        hit = ops.cast(ops.logical_and(hit, ops.greater(counts, m)), d.dtype)
+        n_hit = ops.sum(hit, axis=1, keepdims=True)
+        weights = weights - hit + ops.where(ops.equal(columns, p), n_hit, zeros)
+        return weights, active + ops.sum(n_hit)
+
+    return ops.fori_loop(0, slots, slot, (zeros, ops.sum(zeros[:1, :1])))
 
 
 def pairwise_distances(embeddings, metric: distances_lib.Metric = "L2"):

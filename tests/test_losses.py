@@ -9,10 +9,10 @@ from helpers import assert_all_finite, ref_distance, value_and_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
-from references import REFERENCES
+from references import REFERENCES, batch_all
 from references import semihard as _ref_semihard
 
-from fsl import distances, losses
+from fsl import distances, losses, mining
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -120,6 +120,25 @@ def test_contrastive_loss_by_hand():
     # same pair at d=0.5: 0.25; different pair at d=0.25, margin 1: 0.75^2.
     got = losses.contrastive_loss(np.array([1.0, 0.0]), np.array([0.5, 0.25]), 1.0)
     np.testing.assert_allclose(ops.convert_to_numpy(got), [0.25, 0.5625])
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 12])
+def test_semihard_and_batch_all_match_references_by_slots_and_by_sorting(per_class):
+    # 24 rows, log2 ~ 4.6: 1-2 positives per anchor select slot by slot, 11
+    # positives (semi-hard, > 2 log2 B) from sorted rows.
+    rng = np.random.default_rng(per_class)
+    labels = (np.arange(24) // per_class).astype("int32")
+    x = rng.normal(size=(24, 6)).astype("float32")
+    positive, _ = mining.build_masks(labels)
+    slots = bool(ops.convert_to_numpy(mining.few_positives(positive, 2.0)))
+    assert slots == (per_class < 12)
+    for margin in (0.2, 1.0):
+        want = _ref_semihard(labels, x, margin, "L2")
+        assert _f(losses.triplet_semihard_loss(labels, x, margin)) == pytest.approx(
+            want, rel=1e-5)
+        want = batch_all(labels, x, margin, "L2")
+        assert _f(losses.triplet_batch_all_loss(labels, x, margin)) == pytest.approx(
+            want, rel=1e-5)
 
 
 def test_callable_metric_equals_named_metric():

@@ -131,6 +131,92 @@ def test_batch_all_hinge_matches_loops(margin):
             assert count[a, p] == want_count, (a, p)
 
 
+# Uneven classes: a singleton (no positive), a pair, and large classes, so that
+# rows run out of positive slots at different times.
+UNEVEN = np.array([0, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 0, 2, 4, 4, 3])
+
+
+def _semihard_weights_by_loops(labels, d, margin):
+    pos, neg = _masks_reference(labels)
+    weights, active = np.zeros_like(d), 0
+    for a in range(len(d)):
+        negatives = np.flatnonzero(neg[a])
+        for p in np.flatnonzero(pos[a]):
+            farther = [n for n in negatives if d[a, n] > d[a, p]]
+            n = min(farther, key=lambda n: (d[a, n], n)) if farther else \
+                min(negatives, key=lambda n: (-d[a, n], n))  # lowest column on ties
+            if np.float32(d[a, p]) - np.float32(d[a, n]) + np.float32(margin) > 0:
+                weights[a, p] += 1
+                weights[a, n] -= 1
+                active += 1
+    return weights, active
+
+
+def _batch_all_weights_by_loops(labels, d, margin):
+    pos, neg = _masks_reference(labels)
+    weights, active = np.zeros_like(d), 0
+    for a in range(len(d)):
+        for p in np.flatnonzero(pos[a]):
+            for n in np.flatnonzero(neg[a]):
+                if d[a, n] < np.float32(d[a, p]) + np.float32(margin):
+                    weights[a, p] += 1
+                    weights[a, n] -= 1
+                    active += 1
+    return weights, active
+
+
+@pytest.mark.parametrize("labels_seed", ["uneven", 3, 8])
+@pytest.mark.parametrize("margin", [0.0, 0.4])
+def test_slot_weights_match_loops(labels_seed, margin):
+    if labels_seed == "uneven":
+        labels = UNEVEN
+        _, d = _random_batch(9, b=len(UNEVEN))
+    else:
+        labels, d = _random_batch(labels_seed)
+    pos, neg = _masks_reference(labels)
+    for fn, reference in ((mining.semihard_weights, _semihard_weights_by_loops),
+                          (mining.batch_all_weights, _batch_all_weights_by_loops)):
+        weights, active = (_np(t) for t in fn(d, pos, neg, margin))
+        want_weights, want_active = reference(labels, d, margin)
+        np.testing.assert_array_equal(weights, want_weights, err_msg=fn.__name__)
+        assert float(active) == want_active, fn.__name__
+
+
+def test_slot_weights_give_the_sorted_selections_values_and_gradients():
+    labels = UNEVEN
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(len(labels), 4))
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)).astype("float32")  # no ties
+    pos, neg = _masks_reference(labels)
+
+    def by_slots(dist, fn):
+        weights, active = fn(dist, pos, neg, 0.7)
+        return ops.sum(dist * weights) + 0.7 * active
+
+    def semihard_sorted(dist):
+        semi, _ = mining.semihard_negative(dist, neg)
+        return ops.sum(ops.where(pos, ops.maximum(dist - semi + 0.7, 0.0), 0.0))
+
+    def batch_all_sorted(dist):
+        return ops.sum(mining.batch_all_hinge(dist, pos, neg, 0.7)[0])
+
+    for fn, sorted_fn in ((mining.semihard_weights, semihard_sorted),
+                          (mining.batch_all_weights, batch_all_sorted)):
+        value, (grad,) = value_and_grad(lambda dist, fn=fn: by_slots(dist, fn), d)
+        want, (want_grad,) = value_and_grad(sorted_fn, d)
+        assert float(value) == pytest.approx(float(want), rel=1e-6), fn.__name__
+        np.testing.assert_allclose(grad, want_grad, atol=1e-6, err_msg=fn.__name__)
+        assert np.abs(grad).sum() > 0
+
+
+def test_few_positives_compares_slots_with_log2_batch():
+    # 16 rows: log2 = 4. UNEVEN's largest class has 6 members: 5 positives.
+    assert bool(_np(mining.few_positives(_masks_reference(UNEVEN)[0], 2.0)))  # 5 <= 8
+    assert not bool(_np(mining.few_positives(_masks_reference(UNEVEN)[0], 1.0)))  # 5 > 4
+    one_class = _masks_reference(np.zeros(16, int))[0]  # 15 positives per row
+    assert not bool(_np(mining.few_positives(one_class, 2.0)))
+
+
 def test_mining_gradients_are_finite_and_reach_selected_entries():
     labels, d = _random_batch(7)
     pos, neg = _masks_reference(labels)

@@ -37,6 +37,14 @@ __all__ = [
 ]
 
 
+#: Up to this many positives per anchor per log2(B), the semi-hard and
+#: batch-all losses select slot by slot (``fsl.mining.semihard_weights``,
+#: ``batch_all_weights``), above it from sorted rows; measured on CPU at
+#: B = 4096 (``benchmarks/mining.py``), where the two cost the same at about
+#: 2.5 and 5 times log2(B) positives.
+_SEMIHARD_SLOTS_PER_LOG2_B = 2.0
+_BATCH_ALL_SLOTS_PER_LOG2_B = 4.0
+
 # === Functions ===
 
 
@@ -95,7 +103,9 @@ def triplet_semihard_loss(
     the farthest negative of ``a``. The loss is
     ``max(d(a, p) - d(a, n) + margin, 0)`` averaged over all positive pairs.
     Schroff et al. 2015, "FaceNet"; the algorithm of TFA's
-    ``triplet_semihard_loss``, in O(B^2) memory.
+    ``triplet_semihard_loss``, in O(B^2) memory: with few positives per
+    anchor (P x K batches) one masked arg-min per row and positive slot
+    (``fsl.mining.semihard_weights``), else sorted rows.
 
     Args:
         y_true: integer labels ``[B]`` or ``[B, 1]``.
@@ -117,11 +127,22 @@ def triplet_semihard_loss(
     distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
         y_true, y_pred, metric
     )
-    semihard, _ = mining.semihard_negative(distances, negative_mask)
-    hinge = ops.maximum(distances - semihard + margin, 0.0)
     positive = ops.cast(positive_mask, distances.dtype)
     num_positives = ops.sum(positive)
-    loss = ops.sum(hinge * positive) / ops.maximum(num_positives, 1.0)
+
+    def by_slots():
+        weights, active = mining.semihard_weights(distances, positive_mask, negative_mask,
+                                                  margin)
+        return ops.sum(distances * weights) + margin * active
+
+    def by_sorting():
+        semihard, _ = mining.semihard_negative(distances, negative_mask)
+        hinge = ops.maximum(distances - semihard + margin, 0.0)
+        return ops.sum(hinge * positive)
+
+    total = ops.cond(mining.few_positives(positive_mask, _SEMIHARD_SLOTS_PER_LOG2_B),
+                     by_slots, by_sorting)
+    loss = total / ops.maximum(num_positives, 1.0)
     loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
     return loss
 
@@ -186,7 +207,9 @@ def triplet_batch_all_loss(
     is their mean over the triplets where it is positive (0 when there is
     none). Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for
     Person Re-Identification" ("batch all", averaged over non-zero terms).
-    Computed in O(B^2) memory from sorted negatives and prefix sums.
+    Computed in O(B^2) memory: with few positives per anchor one comparison
+    per row and positive slot (``fsl.mining.batch_all_weights``), else
+    sorted negatives and prefix sums.
 
     Args:
         y_true: integer labels ``[B]`` or ``[B, 1]``.
@@ -206,10 +229,19 @@ def triplet_batch_all_loss(
     distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
         y_true, y_pred, metric
     )
-    hinge_sum, active = mining.batch_all_hinge(
-        distances, positive_mask, negative_mask, margin
-    )
-    total, count = ops.sum(hinge_sum), ops.sum(active)
+
+    def by_slots():
+        weights, count = mining.batch_all_weights(distances, positive_mask, negative_mask,
+                                                  margin)
+        return ops.sum(distances * weights) + margin * count, count
+
+    def by_sorting():
+        hinge_sum, active = mining.batch_all_hinge(distances, positive_mask, negative_mask,
+                                                   margin)
+        return ops.sum(hinge_sum), ops.sum(active)
+
+    total, count = ops.cond(mining.few_positives(positive_mask, _BATCH_ALL_SLOTS_PER_LOG2_B),
+                            by_slots, by_sorting)
     loss = total / ops.maximum(count, 1.0)
     loss = ops.where(ops.greater(count, 0.0), loss, ops.zeros_like(loss))
     return loss
