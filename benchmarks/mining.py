@@ -9,12 +9,14 @@ memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), so each number covers
 one configuration only. ``tfa_tile_bytes`` is the size of the float32
 ``[B * B, B]`` tile that TensorFlow Addons' semi-hard and lifted losses
 materialise (computed, not run; TFA's lifted loss builds several), for
-comparison with ``fsl``'s O(B^2) memory.
+comparison with ``fsl``'s O(B^2) memory. ``ratio_to_hard`` is a record's
+time over batch-hard's at the same B (when both ran).
 
 Usage::
 
     python benchmarks/mining.py            # B in 256 ... 4096, D = 128
     python benchmarks/mining.py --quick    # B in 64, 128, 256
+    python benchmarks/mining.py --sizes 4096 --per-class 16 --strategies semihard hard
     KERAS_BACKEND=jax python benchmarks/mining.py
 
 Prints a JSON list of records on stdout.
@@ -36,7 +38,7 @@ import _machine
 STRATEGIES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity", "circle")
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (64, 128, 256)
-EXAMPLES_PER_CLASS = 4
+EXAMPLES_PER_CLASS = 4  # default of --per-class
 
 
 def _rss_high_water_bytes() -> int:
@@ -88,7 +90,8 @@ def _forward_backward(strategy: str):
     raise NotImplementedError(f"Unsupported backend for this benchmark: {backend}")
 
 
-def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
+def run_one(strategy: str, batch_size: int, dim: int, repeats: int,
+            per_class: int = EXAMPLES_PER_CLASS) -> dict:
     """Time one configuration in this process; returns its JSON record."""
     import keras
     import numpy as np
@@ -96,7 +99,7 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, dim)).astype("float32")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = (np.arange(batch_size) // EXAMPLES_PER_CLASS).astype("int32")
+    y = (np.arange(batch_size) // per_class).astype("int32")
     machine = _machine.describe()  # before the timed work
     step = _forward_backward(strategy)
     baseline = _rss_high_water_bytes()
@@ -110,6 +113,7 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int) -> dict:
         "strategy": strategy,
         "B": batch_size,
         "D": dim,
+        "per_class": per_class,
         "backend": keras.backend.backend(),
         "seconds_per_step": statistics.median(times),
         "repeats": repeats,
@@ -126,6 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", help="batch sizes")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--per-class", type=int, default=EXAMPLES_PER_CLASS,
+                        help=f"examples per class (default {EXAMPLES_PER_CLASS})")
     parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES),
                         choices=STRATEGIES)
     parser.add_argument("--timeout", type=float, default=1800.0,
@@ -135,7 +141,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        record = run_one(args.worker[0], int(args.worker[1]), args.dim, args.repeats)
+        record = run_one(args.worker[0], int(args.worker[1]), args.dim, args.repeats,
+                         args.per_class)
         print(json.dumps(record))
         return 0
 
@@ -146,7 +153,7 @@ def main(argv=None) -> int:
         for batch_size in sizes:
             command = [sys.executable, os.path.abspath(__file__), "--worker",
                        strategy, str(batch_size), "--dim", str(args.dim),
-                       "--repeats", str(args.repeats)]
+                       "--repeats", str(args.repeats), "--per-class", str(args.per_class)]
             try:
                 done = subprocess.run(command, capture_output=True, text=True,
                                       env=env, timeout=args.timeout)
@@ -160,6 +167,11 @@ def main(argv=None) -> int:
                 continue
             records.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
+    hard = {r["B"]: r["seconds_per_step"] for r in records
+            if r.get("strategy") == "hard" and "seconds_per_step" in r}
+    for record in records:
+        if "seconds_per_step" in record and record["B"] in hard:
+            record["ratio_to_hard"] = record["seconds_per_step"] / hard[record["B"]]
     print(json.dumps(records, indent=1))
     return 0
 

@@ -30,16 +30,19 @@ def _assert_machine(machine):
 def test_mining_prints_one_record_per_configuration():
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "mining.py"), "--sizes", "32", "64",
-         "--strategies", "semihard", "lifted", "--repeats", "1"],
+         "--strategies", "semihard", "hard", "--repeats", "1", "--per-class", "8"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads(proc.stdout)
     assert [(r["strategy"], r["B"]) for r in records] == [
-        ("semihard", 32), ("semihard", 64), ("lifted", 32), ("lifted", 64)]
+        ("semihard", 32), ("semihard", 64), ("hard", 32), ("hard", 64)]
+    hard = {r["B"]: r["seconds_per_step"] for r in records if r["strategy"] == "hard"}
     for record in records:
         assert "error" not in record, record
         assert record["seconds_per_step"] > 0 and record["D"] == 128
+        assert record["per_class"] == 8
+        assert record["ratio_to_hard"] == record["seconds_per_step"] / hard[record["B"]]
         assert record["tfa_tile_bytes"] == 4 * record["B"] ** 3
         assert record["peak_rss_bytes"] >= record["rss_before_first_step_bytes"] > 0
         _assert_machine(record["machine"])
