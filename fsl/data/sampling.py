@@ -30,10 +30,11 @@ Epoch plan (``pk_epoch_indices``), for epoch ``e`` with
 4. Groups inside each batch and the batches themselves are shuffled.
 
 So an epoch visits every example of every kept identity at least once, and
-only the completions of steps 1 and 3 repeat examples. Each new iteration
-over a dataset built here (each Keras epoch) uses the next epoch number:
-different batches every epoch, the same sequence for the same ``seed``,
-independent of any global seed.
+only the completions of steps 1 and 3 repeat examples. A dataset built here
+moves to the next epoch number each time an iteration over it reaches its
+end (each Keras epoch): different batches every epoch, the same sequence
+for the same ``seed``, independent of any global seed; an iteration given up
+early (a peek) does not use an epoch up.
 """
 
 from __future__ import annotations
@@ -203,11 +204,15 @@ def pk_batches(labels, p: int, k: int, seed: int = 0, min_per_identity: int = 2)
     kept = _identities(labels, p, k, min_per_identity)
     seed = check_int("seed", seed, 0)
     p, k = int(p), int(k)
-    epochs = itertools.count()
+    # An epoch is used up by a pass that reaches its end: an iterator abandoned
+    # early (Keras under tf.distribute reads one batch to build the model, then
+    # starts again) leaves the next pass on the same epoch.
+    done = {"epochs": 0}
 
     def batches():
-        rng = np.random.default_rng([seed, next(epochs)])
+        rng = np.random.default_rng([seed, done["epochs"]])
         yield from _plan(kept, p, k, rng)
+        done["epochs"] += 1
 
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=tf.TensorSpec([p * k], tf.int64)
