@@ -588,7 +588,9 @@ def start_run(
 
 #: Arguments a resumed run may change: how it runs and reports, not what it
 #: trains (its checkpoint holds weights and optimizer state of the first ones).
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "verbose", "jit_compile", "output_dir", "run"})
+# distribution: with global-batch mining, a step is the same on any number of devices.
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "verbose", "jit_compile", "output_dir",
+                               "run", "distribution"})
 
 
 def _check_resumed_arguments(

@@ -24,7 +24,7 @@ from fsl.data.mnist import SOURCES as MNIST_SOURCES
 from fsl.preprocessing import FACE_ALIGNMENTS, STANDARDIZE_MODES
 from fsl.pretrained.catalog import PRETRAINED
 from fsl.runs import PRECISIONS
-from fsl.training.choices import DEFAULT_K, EMBEDDINGS, POOLINGS
+from fsl.training.choices import DEFAULT_K, DISTRIBUTIONS, EMBEDDINGS, POOLINGS
 from fsl.training.losses import LOSS_OPTIONS, TRIPLET_LOSSES
 
 
@@ -68,6 +68,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "in 16 bits with float32 weights, outputs and losses)",
     )
     group.add_argument(
+        "--distribution",
+        choices=DISTRIBUTIONS,
+        default=None,
+        help="data-parallel training: mirrored (this machine's devices, TensorFlow) or "
+        "jax-data-parallel (JAX); the mining losses mine the global batch",
+    )
+    group.add_argument(
         "--quiet", action="store_true", help="no progress bar (the summary is still printed)"
     )
 
@@ -105,6 +112,7 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         fast=args.fast,
         jit_compile=jit(args.jit),
         mixed_precision=args.mixed_precision,
+        distribution=args.distribution,
         verbose=2 if args.quiet else "auto",
     )
 

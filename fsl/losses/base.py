@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ from keras.src.losses.loss import reduce_weighted_values  # what Loss.__call__ a
 from fsl import distances as distances_lib
 from fsl import mining
 from fsl._checks import check_real
+from fsl.losses.replicas import check_mining, global_replicas, mine
 
 Metric = str | Callable[..., Any]
 
@@ -173,17 +174,65 @@ def _check_batch(y_true, y_pred) -> None:
             f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
 
 
-def _prepare_batch(y_true, y_pred, distance_metric):
+class _Batch(NamedTuple):
+    """What a mining loss mines: its anchors' rows against every candidate.
+
+    On one device (or per replica) anchors and candidates are the batch, and
+    ``total`` and ``gather`` are identities. In global mining across
+    ``tf.distribute`` replicas (``fsl.losses.replicas``) the anchors are the
+    replica's rows, the candidates the gathered global batch; ``total`` sums
+    a count over the replicas and ``gather`` concatenates a per-anchor value
+    of every replica.
+    """
+
+    distances: Any  # [A, C]
+    positive_mask: Any  # [A, C]
+    negative_mask: Any  # [A, C]
+    has_triplet: Any  # scalar: some positive pair and some negative, globally
+    anchors: Any  # the global number of anchors (float)
+    total: Callable[[Any], Any]
+    gather: Callable[[Any], Any]
+
+
+def _identity(x):
+    return x
+
+
+def _prepare_batch(y_true, y_pred, distance_metric) -> _Batch:
     y_pred = _check_rank(y_pred, 2, "y_pred", "[B, D] (embeddings)")
     y_true = ops.convert_to_tensor(y_true)
     _check_batch(y_true, y_pred)
     _check_finite("y_true", y_true)
     _check_finite("y_pred", y_pred)
     embeddings = _to_compute_dtype(y_pred)
-    positive_mask, negative_mask = mining.build_masks(y_true)
-    distances = distances_lib.pairwise_distances(embeddings, distance_metric)
-    has_triplet = ops.logical_and(ops.any(positive_mask), ops.any(negative_mask))
-    return distances, positive_mask, negative_mask, has_triplet
+    replicas = global_replicas()
+    if replicas is None:
+        positive_mask, negative_mask = mining.build_masks(y_true)
+        distances = distances_lib.pairwise_distances(embeddings, distance_metric)
+        has_triplet = ops.logical_and(ops.any(positive_mask), ops.any(negative_mask))
+        anchors = ops.cast(ops.shape(distances)[0], distances.dtype)
+        return _Batch(distances, positive_mask, negative_mask, has_triplet, anchors,
+                      _identity, _identity)
+    labels = mining.flat_labels(y_true)
+    all_embeddings, all_labels = replicas.gather(embeddings), replicas.gather(labels)
+    rows = ops.shape(embeddings)[0]
+    own = ops.expand_dims(ops.arange(rows, dtype="int32") + replicas.offset(rows), 1)
+    is_self = ops.equal(own, ops.expand_dims(ops.arange(ops.shape(all_labels)[0],
+                                                        dtype="int32"), 0))
+    if callable(distance_metric):  # [C, D] -> [C, C]: the own rows of the whole matrix
+        distances = ops.take(distance_metric(all_embeddings), own[:, 0], axis=0)
+    else:
+        distances = distances_lib.cross_distances(embeddings, all_embeddings, distance_metric)
+    distances = ops.where(is_self, ops.zeros_like(distances), distances)
+    same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(all_labels, 0))
+    positive_mask = ops.logical_and(same, ops.logical_not(is_self))
+    negative_mask = ops.logical_not(same)
+    counts = replicas.total(ops.stack([ops.sum(ops.cast(positive_mask, "float32")),
+                                       ops.sum(ops.cast(negative_mask, "float32"))]))
+    has_triplet = ops.logical_and(ops.greater(counts[0], 0.0), ops.greater(counts[1], 0.0))
+    anchors = ops.cast(ops.shape(all_labels)[0], distances.dtype)
+    return _Batch(distances, positive_mask, negative_mask, has_triplet, anchors,
+                  replicas.total, replicas.gather)
 
 
 def _masked_logsumexp(values, mask):
@@ -224,6 +273,10 @@ class MetricLoss(keras.losses.Loss):
             leading underscore).
         reduction: Keras reduction, ``"sum_over_batch_size"`` by default.
         dtype: dtype of the computation (Keras default when ``None``).
+        mining: for the losses that mine their batch, ``"global"`` or
+            ``"replica"``: under data parallelism, mine the whole batch or
+            each replica's share (``fsl.losses.replicas``); ``None`` for the
+            others.
         **options: the options of ``fn``, each one a key of the validators
             (``margin``, ``distance_metric``, ``soft``, ``reg_lambda``,
             ``alpha``, ``beta``, ``epsilon``, ``lmda``, ``center``, ``gamma``).
@@ -238,11 +291,13 @@ class MetricLoss(keras.losses.Loss):
         name: str | None = None,
         reduction: str = "sum_over_batch_size",
         dtype=None,
+        mining: str | None = None,
         **options: Any,
     ):
         name = fn.__name__.lstrip("_") if name is None else name
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = fn
+        self.mining = None if mining is None else check_mining(mining)
         self._option_names = tuple(options)
         for key, value in options.items():
             setattr(self, key, _validate_option(key, value))
@@ -261,7 +316,11 @@ class MetricLoss(keras.losses.Loss):
                 reduction=self.reduction, dtype=self.dtype)
 
     def call(self, y_true, y_pred):
-        loss = self.fn(y_true, y_pred, **{key: getattr(self, key) for key in self._option_names})
+        options = {key: getattr(self, key) for key in self._option_names}
+        if self.mining is None:
+            loss = self.fn(y_true, y_pred, **options)
+        else:
+            loss = mine(self.fn, y_true, y_pred, options, self.mining)
         # Inside fit, NaN or inf in the embeddings or in float labels makes the
         # loss NaN (so that keras.callbacks.TerminateOnNaN stops the run)
         # instead of a finite value some distance metrics would give, or NaN
@@ -274,6 +333,8 @@ class MetricLoss(keras.losses.Loss):
 
     def get_config(self) -> dict:
         config = super().get_config()
+        if self.mining is not None:
+            config["mining"] = self.mining
         for key in self._option_names:
             value = getattr(self, key)
             config[key] = _serialize_metric(value) if key == "distance_metric" else value

@@ -92,9 +92,8 @@ def multi_similarity_loss(
     lmda = _validate_real("lmda", lmda)
     center = _validate_real("center", center)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _ = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
     closest_negative = mining.masked_minimum(distances, negative_mask, keepdims=True)
     farthest_positive = mining.masked_maximum(distances, positive_mask, keepdims=True)
     positives = ops.logical_and(
@@ -109,7 +108,7 @@ def multi_similarity_loss(
         _log1p_sum_exp(alpha * shifted, positives) / alpha
         + _log1p_sum_exp(-beta * shifted, negatives) / beta
     )
-    loss = ops.mean(ops.where(valid, per_anchor, 0.0))
+    loss = ops.sum(ops.where(valid, per_anchor, 0.0)) / batch.anchors
     return loss
 
 
@@ -158,16 +157,15 @@ def circle_loss(
     gamma = _validate_real("gamma", gamma, 0.0, low_open=True)
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _ = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
     valid = ops.logical_and(ops.any(positive_mask, axis=1), ops.any(negative_mask, axis=1))
     positive_weight = ops.maximum(margin + distances, 0.0)
     negative_weight = ops.maximum(1.0 + margin - distances, 0.0)
     per_anchor = _log1p_sum_exp(
         -gamma * positive_weight * (margin - distances), positive_mask
     ) + _log1p_sum_exp(gamma * negative_weight * (1.0 - margin - distances), negative_mask)
-    loss = ops.mean(ops.where(valid, per_anchor, 0.0))
+    loss = ops.sum(ops.where(valid, per_anchor, 0.0)) / batch.anchors
     return loss
 
 
@@ -189,6 +187,9 @@ class MultiSimilarityLoss(MetricLoss):
         center: the distance ``lmda`` is measured from.
         distance_metric: ``"angular"`` (default), ``"L2"``, ``"squared-L2"``
             or a registered callable.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
     """
 
@@ -200,11 +201,12 @@ class MultiSimilarityLoss(MetricLoss):
         lmda: float = 0.5,
         center: float = 1.0,
         distance_metric: Metric = "angular",
+        mining: str = "global",
         **kwargs,
     ):
         super().__init__(
             multi_similarity_loss, alpha=alpha, beta=beta, epsilon=epsilon, lmda=lmda,
-            center=center, distance_metric=distance_metric, **kwargs,
+            center=center, distance_metric=distance_metric, mining=mining, **kwargs,
         )
 
 
@@ -220,6 +222,9 @@ class CircleLoss(MetricLoss):
         margin: the relaxation (>= 0).
         distance_metric: ``"angular"`` (default), ``"L2"``, ``"squared-L2"``
             or a registered callable.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
     """
 
@@ -228,8 +233,9 @@ class CircleLoss(MetricLoss):
         gamma: float = 80.0,
         margin: float = 0.4,
         distance_metric: Metric = "angular",
+        mining: str = "global",
         **kwargs,
     ):
         super().__init__(
-            circle_loss, gamma=gamma, margin=margin, distance_metric=distance_metric, **kwargs,
+            circle_loss, gamma=gamma, margin=margin, distance_metric=distance_metric, mining=mining, **kwargs,
         )

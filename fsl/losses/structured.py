@@ -83,17 +83,19 @@ def lifted_struct_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, _ = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
     lse, has_negative = _masked_logsumexp(margin - distances, negative_mask)
-    j = ops.logaddexp(ops.expand_dims(lse, 1), ops.expand_dims(lse, 0)) + distances
+    # The pair (i, j) needs the negatives of row j too: every row's, gathered.
+    j = ops.logaddexp(ops.expand_dims(lse, 1), ops.expand_dims(batch.gather(lse), 0))
+    j = j + distances
+    has_negative_j = ops.greater(batch.gather(ops.cast(has_negative, distances.dtype)), 0.0)
     valid = ops.logical_and(
         positive_mask,
-        ops.logical_or(ops.expand_dims(has_negative, 1), ops.expand_dims(has_negative, 0)),
+        ops.logical_or(ops.expand_dims(has_negative, 1), ops.expand_dims(has_negative_j, 0)),
     )
     squared = ops.where(valid, ops.square(ops.maximum(j, 0.0)), 0.0)
-    count = ops.sum(ops.cast(valid, distances.dtype))
+    count = batch.total(ops.sum(ops.cast(valid, distances.dtype)))
     # Each unordered pair appears twice in the [B, B] sum, and in the count.
     loss = 0.5 * ops.sum(squared) / ops.maximum(count, 1.0)
     return loss
@@ -249,12 +251,15 @@ class LiftedStructLoss(MetricLoss):
         margin: the margin (>= 0).
         distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
             or a registered callable.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
     """
 
-    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2", **kwargs):
+    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2", mining: str = "global", **kwargs):
         super().__init__(
-            lifted_struct_loss, margin=margin, distance_metric=distance_metric, **kwargs,
+            lifted_struct_loss, margin=margin, distance_metric=distance_metric, mining=mining, **kwargs,
         )
 
 

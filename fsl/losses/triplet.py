@@ -124,11 +124,10 @@ def triplet_semihard_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
     positive = ops.cast(positive_mask, distances.dtype)
-    num_positives = ops.sum(positive)
+    num_positives = batch.total(ops.sum(positive))
 
     def by_slots():
         weights, active = mining.semihard_weights(distances, positive_mask, negative_mask,
@@ -143,7 +142,7 @@ def triplet_semihard_loss(
     total = ops.cond(mining.few_positives(positive_mask, _SEMIHARD_SLOTS_PER_LOG2_B),
                      by_slots, by_sorting)
     loss = total / ops.maximum(num_positives, 1.0)
-    loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
+    loss = ops.where(batch.has_triplet, loss, ops.zeros_like(loss))
     return loss
 
 
@@ -183,17 +182,16 @@ def triplet_hard_loss(
     margin = _validate_margin(margin)
     soft = _validate_soft(soft)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
     hard_positive = mining.hardest_positive(distances, positive_mask)
     hard_negative = mining.hardest_negative(distances, negative_mask)
     if soft:
         per_anchor = ops.softplus(hard_positive - hard_negative)
     else:
         per_anchor = ops.maximum(hard_positive - hard_negative + margin, 0.0)
-    loss = ops.mean(per_anchor)
-    loss = ops.where(has_triplet, loss, ops.zeros_like(loss))
+    loss = ops.sum(per_anchor) / batch.anchors
+    loss = ops.where(batch.has_triplet, loss, ops.zeros_like(loss))
     return loss
 
 
@@ -226,9 +224,8 @@ def triplet_batch_all_loss(
     """
     margin = _validate_margin(margin)
     metric = _validate_metric(distance_metric)
-    distances, positive_mask, negative_mask, has_triplet = _prepare_batch(
-        y_true, y_pred, metric
-    )
+    batch = _prepare_batch(y_true, y_pred, metric)
+    distances, positive_mask, negative_mask = batch[:3]
 
     def by_slots():
         weights, count = mining.batch_all_weights(distances, positive_mask, negative_mask,
@@ -242,6 +239,7 @@ def triplet_batch_all_loss(
 
     total, count = ops.cond(mining.few_positives(positive_mask, _BATCH_ALL_SLOTS_PER_LOG2_B),
                             by_slots, by_sorting)
+    count = batch.total(count)
     loss = total / ops.maximum(count, 1.0)
     loss = ops.where(ops.greater(count, 0.0), loss, ops.zeros_like(loss))
     return loss
@@ -287,6 +285,9 @@ class TripletSemiHardLoss(MetricLoss):
         margin: the margin (>= 0).
         distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
             or a registered callable ``[B, D] -> [B, B]``.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
 
     Examples:
@@ -298,9 +299,10 @@ class TripletSemiHardLoss(MetricLoss):
     0.0
     """
 
-    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2", **kwargs):
+    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2",
+                 mining: str = "global", **kwargs):
         super().__init__(
-            triplet_semihard_loss, margin=margin, distance_metric=distance_metric, **kwargs,
+            triplet_semihard_loss, margin=margin, distance_metric=distance_metric, mining=mining, **kwargs,
         )
 
 
@@ -316,6 +318,9 @@ class TripletHardLoss(MetricLoss):
         soft: soft margin ``log(1 + exp(hp - hn))`` instead of the hinge.
         distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
             or a registered callable.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
     """
 
@@ -324,10 +329,12 @@ class TripletHardLoss(MetricLoss):
         margin: float = 1.0,
         soft: bool = False,
         distance_metric: Metric = "L2",
+        mining: str = "global",
         **kwargs,
     ):
         super().__init__(
-            triplet_hard_loss, margin=margin, soft=soft, distance_metric=distance_metric, **kwargs,
+            triplet_hard_loss, margin=margin, soft=soft, distance_metric=distance_metric,
+            mining=mining, **kwargs,
         )
 
 
@@ -342,10 +349,14 @@ class TripletBatchAllLoss(MetricLoss):
         margin: the margin (>= 0).
         distance_metric: ``"L2"`` (default), ``"squared-L2"``, ``"angular"``
             or a registered callable.
+        mining: ``"global"`` (default) or ``"replica"``: under data
+            parallelism, mine the whole batch or each replica's share
+            (``fsl.losses.replicas``).
         **kwargs: ``reduction``, ``name``, ``dtype`` (``fsl.losses.MetricLoss``).
     """
 
-    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2", **kwargs):
+    def __init__(self, margin: float = 1.0, distance_metric: Metric = "L2",
+                 mining: str = "global", **kwargs):
         super().__init__(
-            triplet_batch_all_loss, margin=margin, distance_metric=distance_metric, **kwargs,
+            triplet_batch_all_loss, margin=margin, distance_metric=distance_metric, mining=mining, **kwargs,
         )

@@ -17,3 +17,8 @@ DEFAULT_K = {"semihard": 16, "hard": 4, "batch-all": 16, "lifted": 4,
 EMBEDDINGS = ("pooled", "projection")
 #: ``train_facenet``'s ``pooling`` choices (``fsl.models.POOLING_LAYERS``' keys).
 POOLINGS = ("avg", "gdc")
+
+#: Data-parallel engines of ``distribution=`` (``fsl.training.distribution``).
+# (No "multi-worker": Keras 3's fit fails under MultiWorkerMirroredStrategy,
+# keras-team/keras#20585.)
+DISTRIBUTIONS = ("mirrored", "jax-data-parallel")

@@ -21,6 +21,7 @@ from fsl._checks import (
     check_fraction,
     check_positive_float,
     check_positive_int,
+    check_rate,
     check_real,
     check_seed,
 )
@@ -99,6 +100,7 @@ def train_facenet(
     augment: float = 1.0,
     embedding: str | None = None,
     pooling: str = "gdc",
+    dropout: float = 0.2,
     init: str | None = None,
     freeze_blocks: int = 0,
     precise_bn: bool = True,
@@ -191,6 +193,8 @@ def train_facenet(
             only one with ``init``).
         pooling: ``fsl.models.facenet_model``'s global pooling, ``"gdc"``
             (learned depthwise filter, MobileFaceNets) or ``"avg"``.
+        dropout: ``fsl.models.facenet_model``'s dropout before the embedding
+            layer, in ``[0, 1)`` (a fresh network only).
         init: ``None`` (``fsl.models.facenet_model`` from random weights) or
             a pretrained network of ``fsl.pretrained.PRETRAINED`` to
             fine-tune (``"dlib-resnet"``), with its own input (150 x 150 RGB
@@ -321,6 +325,7 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
     recipe["augment"] = check_fraction("augment", recipe["augment"])
     recipe["embedding"] = check_choice("embedding", recipe["embedding"], EMBEDDINGS)
     recipe["pooling"] = check_choice("pooling", recipe["pooling"], POOLINGS)
+    recipe["dropout"] = check_rate("dropout", recipe["dropout"])
     for name in ("precise_bn", "test_time_flip"):
         if not isinstance(recipe[name], bool):
             raise ValueError(f"{name} must be True or False. Received: {name}={recipe[name]!r}")
@@ -400,6 +405,7 @@ def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_tr
     """Build, compile and train the network; returns (network, history, seconds)."""
     from fsl import models
     from fsl.data.sampling import pk_dataset
+    from fsl.training.distribution import check_batch
 
     p, k, seed, augment = recipe["p"], recipe["k"], recipe["seed"], recipe["augment"]
     dataset = pk_dataset(x_train, y_train, p=p, k=k, seed=seed)
@@ -410,11 +416,13 @@ def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_tr
             zoom=_ZOOM * augment, flip=True, fill_mode="nearest",
         )
     size = recipe["image_size"]
+    check_batch(options.distribution, p, k)
     with options.dtype_policy():
         if recipe["init"] is None:
             net = models.facenet_model(input_shape=(size, size, 1),
                                        embedding_dim=recipe["embedding_dim"],
-                                       pooling=recipe["pooling"], name="facenet")
+                                       pooling=recipe["pooling"], dropout=recipe["dropout"],
+                                       name="facenet")
         else:
             pretrained = get_pretrained(recipe["init"])
             net = pretrained.build(None)

@@ -9,6 +9,7 @@ and gathers them here, so they are written, validated and documented once.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -22,6 +23,7 @@ import keras
 
 from fsl import runs
 from fsl._checks import check_bool
+from fsl.training.distribution import check_distribution, distributed, synchronized_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,10 @@ class RunOptions:
             ``"mixed_bfloat16"``: the Keras dtype policy the model is built
             under (16-bit compute, float32 weights, outputs and losses;
             ``"mixed_float16"`` adds loss scaling).
+        distribution: ``None`` (one device), ``"mirrored"`` or
+            ``"jax-data-parallel"``: the framework's
+            data-parallel engine the model is built and trained under
+            (``fsl.training.distribution``); ``resume`` accepts another one.
         verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
         callbacks: extra Keras callbacks for ``fit``.
 
@@ -127,6 +133,7 @@ class RunOptions:
     fast: bool = False
     jit_compile: bool | str = "auto"
     mixed_precision: str | None = None
+    distribution: str | None = None
     verbose: int | str = "auto"
     callbacks: Sequence[keras.callbacks.Callback] | None = None
 
@@ -135,6 +142,7 @@ class RunOptions:
             check_bool(flag, getattr(self, flag))
         check_jit(self.jit_compile)
         object.__setattr__(self, "mixed_precision", runs.check_precision(self.mixed_precision))
+        check_distribution(self.distribution)
 
     @classmethod
     def from_kwargs(cls, trainer: str, kwargs: Mapping[str, Any]) -> RunOptions:
@@ -164,13 +172,28 @@ class RunOptions:
         _ACTIVE_RUN.set(run_dir)
         return run_dir
 
+    @contextlib.contextmanager
     def dtype_policy(self):
-        """The context in which the run's models are built (``mixed_precision``)."""
-        return runs.dtype_policy(self.mixed_precision)
+        """The context in which the run's models are built: ``mixed_precision``
+        and the ``distribution`` engine."""
+        with runs.dtype_policy(self.mixed_precision), self.distributed():
+            yield
+
+    def distributed(self):
+        """The ``distribution`` engine's context (build, compile, fit)."""
+        return distributed(self.distribution)
 
     def compile(self, model: keras.Model, **compile_kwargs: Any) -> None:
-        """``model.compile`` with XLA decided by ``resolve_jit``."""
-        model.compile(jit_compile=resolve_jit(model, self.jit_compile), **compile_kwargs)
+        """``model.compile`` with XLA decided by ``resolve_jit``, in the
+        ``distribution`` engine."""
+        with self.distributed():
+            optimizer = compile_kwargs.get("optimizer")
+            if self.distribution is not None and isinstance(optimizer, keras.optimizers.Optimizer):
+                # Its variables (the step counter already) belong to the engine: a copy
+                # made inside it.
+                compile_kwargs["optimizer"] = keras.optimizers.deserialize(
+                    keras.optimizers.serialize(optimizer))
+            model.compile(jit_compile=resolve_jit(model, self.jit_compile), **compile_kwargs)
 
     def fit(self, model: keras.Model, dataset, epochs: int, run_dir: runs.RunDir,
             **fit_kwargs: Any) -> tuple[dict[str, list[float]], float]:
@@ -180,14 +203,15 @@ class RunOptions:
         before an interruption (read back from ``history.csv``).
         """
         start = time.perf_counter()
-        model.fit(
-            dataset,
-            epochs=epochs,
-            callbacks=run_dir.callbacks(self.callbacks),
-            verbose=self.verbose,
-            shuffle=False,  # tf.data pipelines shuffle (or draw) their own batches
-            **fit_kwargs,
-        )
+        with self.distributed(), synchronized_batch_norm(model, self.distribution):
+            model.fit(
+                dataset,
+                epochs=epochs,
+                callbacks=run_dir.callbacks(self.callbacks),
+                verbose=self.verbose,
+                shuffle=False,  # tf.data pipelines shuffle (or draw) their own batches
+                **fit_kwargs,
+            )
         return run_dir.history(), time.perf_counter() - start
 
     def echo(self, message: str) -> None:
