@@ -297,3 +297,20 @@ def test_pretrained_benchmark_scores_both_pipelines_on_the_same_photos(orl_dir):
     assert 0 < tf_speed["bfloat16_max_abs_change"] < 0.1
     accuracy = speed["bfloat16_accuracy"]["verification_accuracy_all_people"]
     assert set(accuracy) == {"float32", "mixed_bfloat16"}
+
+
+def test_scaling_reports_each_device_count_and_the_per_replica_matrix():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--devices", "1", "2",
+         "--sizes", "64", "--steps", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout)
+    assert [(r["devices"], r["global_batch"]) for r in records] == [(1, 64), (2, 64)]
+    for record in records:
+        assert "error" not in record, record
+        assert record["images_per_second"] == pytest.approx(64 / record["seconds_per_step"])
+        assert record["distance_matrix_bytes_per_replica"] == 4 * 64 * 64 // record["devices"]
+        assert record["whole_batch_matrix_bytes"] == 4 * 64 * 64
+        _assert_machine(record["machine"])
