@@ -13,9 +13,9 @@ chooses:
 
 How, per framework engine:
 
-* TensorFlow (``tf.distribute`` replica contexts: ``MirroredStrategy``, and
-  ``MultiWorkerMirroredStrategy`` in a custom loop): each replica all-gathers the embeddings
-  and labels (``ReplicaContext.all_gather``, differentiable: the gradient of
+* TensorFlow (a ``tf.distribute`` replica context with several replicas,
+  e.g. ``MirroredStrategy``): each replica all-gathers the embeddings and
+  labels (``ReplicaContext.all_gather``, differentiable: the gradient of
   a row goes back to the replica that owns it), mines its own rows as
   anchors against the global batch (``[B_local, B_global]`` distances, not
   ``B_global^2``), and divides by the global normaliser (pairs, anchors or
