@@ -22,7 +22,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: The modules that register fsl's Keras serializables, and the other light ones.
-_CORE = ("distances", "layers", "losses", "mining", "models", "preprocessing")
+_CORE = ("distances", "heads", "layers", "losses", "mining", "models", "preprocessing")
 # Heavier modules (tf.data, sklearn, mtcnn) load on first use.
 _LAZY = ("data", "evaluation", "faces", "export", "runs", "training", "cli")
 

@@ -18,6 +18,8 @@ MODULES = [
     "fsl.checkpoint",
     "fsl.training.presets",
     "fsl.layers",
+    "fsl.heads",
+    "fsl.index.calibration",
     "fsl.evaluation.verification",
     "fsl.evaluation.retrieval",
     "fsl.evaluation.recognition",
