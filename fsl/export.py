@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 
 __all__ = [
+    "FORMATS",
+    "ONNX_FILE",
+    "ONNX_OPSET",
     "PREPROCESSING_MODES",
     "export_embedding_model",
     "export_pair_verifier",
@@ -80,6 +83,11 @@ PREPROCESSING_MODES = preprocessing_lib.STANDARDIZE_MODES
 
 #: The two serving signatures of every export, with their input dtype.
 SIGNATURE_DTYPES = {"serving_default": "float32", "serve_uint8": "uint8"}
+#: Export formats of ``export_embedding_model``.
+FORMATS = ("savedmodel", "onnx")
+#: The ONNX file an ONNX export folder holds, and its opset.
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
 
 _MTFL_OUTPUTS = {"landmarks": 10, "gender": 2, "smile": 2, "glasses": 2, "pose": 5}
 
@@ -109,10 +117,8 @@ def _iter_layers(model: keras.layers.Layer):
 def _check_image_model(model: Any, preprocessing: str | None, argname: str = "model"):
     """Validate a Keras model with one ``[N, H, W, C]`` input; return (H, W, C)."""
     if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{argname} must be a keras.Model. Received: {argname} of type "
-            f"{type(model).__name__}"
-        )
+        raise TypeError(f"{argname} must be a keras.Model. Received: {argname} of type "
+                        f"{type(model).__name__}")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -125,10 +131,8 @@ def _check_image_model(model: Any, preprocessing: str | None, argname: str = "mo
         )
     shape = tuple(inputs[0].shape)
     if len(shape) != 4 or shape[-1] is None:
-        raise ValueError(
-            f"{argname} must take images of shape [N, H, W, C] with a known C. "
-            f"Received: input shape {shape}"
-        )
+        raise ValueError(f"{argname} must take images of shape [N, H, W, C] with a known C. "
+                         f"Received: input shape {shape}")
     if preprocessing is not None:
         from fsl.layers import Standardize
 
@@ -145,15 +149,12 @@ def _check_image_model(model: Any, preprocessing: str | None, argname: str = "mo
 
 def _prepare_export_dir(export_dir: PathLike, overwrite: bool) -> pathlib.Path:
     if not isinstance(export_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"export_dir must be a path. Received: export_dir={export_dir!r}"
-        )
+        raise TypeError(f"export_dir must be a path. Received: export_dir={export_dir!r}")
     check_bool("overwrite", overwrite)
     path = pathlib.Path(export_dir)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(
-            f"export_dir exists and is not a directory. Received: export_dir='{path}'"
-        )
+        raise FileExistsError(f"export_dir exists and is not a directory. Received: "
+                              f"export_dir='{path}'")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise FileExistsError(
@@ -172,15 +173,16 @@ def _legacy_export(path: pathlib.Path) -> bool:
     return model.is_file() and b"fsl_export_info" in model.read_bytes()
 
 
-def _write(archive, path: pathlib.Path) -> str:
-    """Write to a temporary sibling folder, then move it into place.
+def _write(write_out, path: pathlib.Path, what: str = "SavedModel") -> str:
+    """Write with ``write_out(folder)`` into a temporary sibling folder, then
+    move it into place.
 
     An export that fails half-way never destroys an existing ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        archive.write_out(str(tmp), verbose=False)
+        write_out(tmp)
         folders.mark(tmp, "export")
         if path.is_dir() and any(path.iterdir()):
             folders.replace_owned(path, "export", _legacy_export)
@@ -190,8 +192,31 @@ def _write(archive, path: pathlib.Path) -> str:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Exported SavedModel to %s", path)
+    logger.info("Exported %s to %s", what, path)
     return str(path)
+
+
+def _write_onnx(tf, endpoint, hwc, resize: bool, info: dict, path: pathlib.Path) -> str:
+    """``endpoint`` under the ``serving_default`` input contract as an ONNX
+    file (``path/model.onnx``), ``info`` in its ``fsl_export_info`` metadata."""
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError as error:
+        raise ImportError('ONNX export needs tf2onnx and onnx: pip install "fsl[onnx]"') \
+            from error
+    specs = _input_specs(tf, ["images"], hwc, resize)["serving_default"]
+    info = {**info, "resize": resize, "input_shape": list(hwc), "format": "onnx"}
+
+    def write_out(folder: pathlib.Path) -> None:
+        proto, _ = tf2onnx.convert.from_function(
+            tf.function(endpoint, input_signature=specs), input_signature=specs,
+            opset=ONNX_OPSET)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "fsl_export_info", json.dumps(info, sort_keys=True)
+        onnx.save(proto, str(folder / ONNX_FILE))
+
+    return str(pathlib.Path(_write(write_out, path, "ONNX model")) / ONNX_FILE)
 
 
 # === Graph pieces ===
@@ -295,7 +320,7 @@ def _save(tf, model, endpoint, names, hwc, resize: bool, info: dict, path: pathl
         "fsl_export_info",
         [tf.Variable(json.dumps(info, sort_keys=True), trainable=False, name="info")],
     )
-    return _write(archive, path)
+    return _write(lambda folder: archive.write_out(str(folder), verbose=False), path)
 
 
 # === Exporters ===
@@ -308,6 +333,7 @@ def export_embedding_model(
     overwrite: bool = False,
     resize: bool = False,
     contract: Mapping[str, Any] | None = None,
+    format: str = "savedmodel",
 ) -> str:
     """Export an embedding network as a SavedModel: raw pixels -> unit embeddings.
 
@@ -339,18 +365,27 @@ def export_embedding_model(
         contract: the run's ``fsl.preprocessing.Preprocessing`` config, recorded
             in the export's info (``export_info(...)["contract"]``) so that
             ``FacePipeline.from_saved_model`` prepares faces as in training.
+        format: ``"savedmodel"`` or ``"onnx"``: the same graph as an ONNX file
+            (``export_dir/model.onnx``, opset ``ONNX_OPSET``, through
+            ``tf2onnx``: the ``[onnx]`` extra) with the ``"serving_default"``
+            contract: input ``images`` float32 ``[N, H, W, C]`` in ``0..255``
+            (no ``resize``), output ``embeddings`` float32
+            ``[N, D]``, L2-normalised; the info is the file's
+            ``fsl_export_info`` metadata (``export_info`` reads it).
 
     Returns:
-        The path of the SavedModel, a string.
+        The path of the SavedModel (of the ``.onnx`` file), a string.
 
     Raises:
         RuntimeError: if the Keras backend is not TensorFlow.
         FileExistsError: if ``export_dir`` is not empty and ``overwrite`` is
             False.
         ValueError: for a model without one image input, an unknown
-            ``preprocessing``, or ``preprocessing`` given for a model that
-            already contains a ``Standardize`` layer.
+            ``preprocessing`` or ``format``, ``preprocessing`` given for a
+            model that already contains a ``Standardize`` layer, or ONNX with
+            ``resize``.
         TypeError: for arguments of the wrong type.
+        ImportError: ``format="onnx"`` without ``tf2onnx`` and ``onnx``.
 
     Examples:
 
@@ -373,6 +408,11 @@ def export_embedding_model(
             "model must have one [N, D] output. Received: output shape(s) "
             f"{[tuple(o.shape) for o in model.outputs]}"
         )
+    format = check_choice("format", format, FORMATS)
+    if format == "onnx" and resize:
+        raise ValueError("An ONNX export takes the model's input size: resize=True resizes "
+                         "with TensorFlow's anti-aliased kernel, which ONNX has no operator "
+                         "for. Received: format='onnx', resize=True")
     path = _prepare_export_dir(export_dir, overwrite)
     call = _model_fn(model)
 
@@ -381,9 +421,10 @@ def export_embedding_model(
         embeddings = tf.cast(call(x), tf.float32)
         return {"embeddings": distances.l2_normalize(embeddings, axis=-1)}
 
-    return _save(tf, model, embed, ["images"], hwc, resize,
-                 {"kind": "embedding", "preprocessing": preprocessing,
-                  **_contract_info(contract)}, path)
+    info = {"kind": "embedding", "preprocessing": preprocessing, **_contract_info(contract)}
+    if format == "onnx":
+        return _write_onnx(tf, embed, hwc, resize, info, path)
+    return _save(tf, model, embed, ["images"], hwc, resize, info, path)
 
 
 def export_pair_verifier(
@@ -440,9 +481,16 @@ def export_pair_verifier(
         contract: the run's ``fsl.preprocessing.Preprocessing`` config, recorded
             in the export's info (``export_info(...)["contract"]``) so that
             ``FacePipeline.from_saved_model`` prepares faces as in training.
+        format: ``"savedmodel"`` or ``"onnx"``: the same graph as an ONNX file
+            (``export_dir/model.onnx``, opset ``ONNX_OPSET``, through
+            ``tf2onnx``: the ``[onnx]`` extra) with the ``"serving_default"``
+            contract: input ``images`` float32 ``[N, H, W, C]`` in ``0..255``
+            (no ``resize``), output ``embeddings`` float32
+            ``[N, D]``, L2-normalised; the info is the file's
+            ``fsl_export_info`` metadata (``export_info`` reads it).
 
     Returns:
-        The path of the SavedModel, a string.
+        The path of the SavedModel (of the ``.onnx`` file), a string.
 
     Raises:
         RuntimeError: if the Keras backend is not TensorFlow.
@@ -670,7 +718,8 @@ def export_info(loaded_or_path) -> dict:
     """The settings an export was written with (kind, preprocessing, ...).
 
     Args:
-        loaded_or_path: a loaded SavedModel or its path.
+        loaded_or_path: a loaded SavedModel or its path, or an exported
+            ``.onnx`` file's path.
 
     Returns:
         A dict, e.g. ``{"kind": "embedding", "preprocessing": "fixed",
@@ -688,6 +737,15 @@ def export_info(loaded_or_path) -> dict:
     # -> 1.1
     ```
     """
+    if isinstance(loaded_or_path, (str, os.PathLike)) and str(loaded_or_path).endswith(".onnx"):
+        import onnx
+
+        metadata = {entry.key: entry.value
+                    for entry in onnx.load(str(loaded_or_path)).metadata_props}
+        if "fsl_export_info" not in metadata:
+            raise ValueError("This ONNX file was not written by fsl.export (no fsl_export_info "
+                             f"metadata). Received: loaded_or_path={loaded_or_path!r}")
+        return json.loads(metadata["fsl_export_info"])
     loaded = (
         load_exported(loaded_or_path)
         if isinstance(loaded_or_path, (str, os.PathLike))

@@ -71,8 +71,11 @@ def run_export(args) -> int:
     kind = args.kind or ("mtfl" if config.get("task") == "mtfl" else "embedding")
     if args.score_norm == "s-norm" and kind != "verifier":
         raise ValueError(f"--score-norm s-norm applies to --kind verifier. Received: --kind {kind}")
+    if args.format == "onnx" and kind != "embedding":
+        raise ValueError(f"--format onnx exports the embedding model. Received: --kind {kind}")
     # The S-norm verifier is another model than the plain one: its own folder.
-    default_dir = kind + ("-s-norm" if args.score_norm == "s-norm" else "")
+    default_dir = kind + ("-s-norm" if args.score_norm == "s-norm" else "") + \
+        ("-onnx" if args.format == "onnx" else "")
     export_dir = pathlib.Path(args.export_dir or run_dir.path / "export" / default_dir)
     contract = run_dir.preprocessing() if config.get("preprocessing") else None
     prep = contract.standardize if contract else None
@@ -86,7 +89,7 @@ def run_export(args) -> int:
         path = export.export_mtfl_model(model, export_dir, **common)
     elif kind == "embedding":
         model = run_dir.load_model("embedding")
-        path = export.export_embedding_model(model, export_dir, **common)
+        path = export.export_embedding_model(model, export_dir, format=args.format, **common)
     else:
         metrics = run_dir.read_metrics()
         if "threshold" not in metrics:
@@ -105,7 +108,7 @@ def run_export(args) -> int:
             normalize=False,
             cohort=cohort,
         )
-    print(f"exported {kind} SavedModel to {path}")
+    print(f"exported {kind} {'ONNX model' if args.format == 'onnx' else 'SavedModel'} to {path}")
     return 0
 
 
@@ -123,8 +126,13 @@ def add_export_arguments(parser):
         choices=("embedding", "verifier", "mtfl"),
         help="what to export (default: mtfl for mtfl runs, else embedding)",
     )
+    parser.add_argument("--format", choices=("savedmodel", "onnx"), default="savedmodel",
+                        help="savedmodel (default) or onnx (the embedding model, the same "
+                        "input contract as the SavedModel's float32 signature, no --resize; "
+                        "fsl[onnx])")
     parser.add_argument("--export-dir",
-                        help="default RUN_DIR/export/KIND (KIND-s-norm for an S-norm verifier)")
+                        help="default RUN_DIR/export/KIND (KIND-s-norm for an S-norm verifier, "
+                        "KIND-onnx for ONNX)")
     parser.add_argument("--resize", action="store_true",
                         help="accept images of any size and resize them in the graph, as "
                         "fsl.preprocessing does (default: the run's input size only)")
