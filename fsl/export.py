@@ -481,16 +481,9 @@ def export_pair_verifier(
         contract: the run's ``fsl.preprocessing.Preprocessing`` config, recorded
             in the export's info (``export_info(...)["contract"]``) so that
             ``FacePipeline.from_saved_model`` prepares faces as in training.
-        format: ``"savedmodel"`` or ``"onnx"``: the same graph as an ONNX file
-            (``export_dir/model.onnx``, opset ``ONNX_OPSET``, through
-            ``tf2onnx``: the ``[onnx]`` extra) with the ``"serving_default"``
-            contract: input ``images`` float32 ``[N, H, W, C]`` in ``0..255``
-            (no ``resize``), output ``embeddings`` float32
-            ``[N, D]``, L2-normalised; the info is the file's
-            ``fsl_export_info`` metadata (``export_info`` reads it).
 
     Returns:
-        The path of the SavedModel (of the ``.onnx`` file), a string.
+        The path of the SavedModel, a string.
 
     Raises:
         RuntimeError: if the Keras backend is not TensorFlow.
