@@ -92,8 +92,11 @@ def run_one(devices: int, batch: int, steps: int) -> dict:
 def _configure(devices: int) -> None:
     """Before the framework starts: ``devices`` logical CPU devices."""
     if os.environ.get("KERAS_BACKEND") == "jax":
+        # Logical devices share the cores: allow an all-reduce's participants
+        # to arrive more than XLA's default 40 s apart on a busy machine.
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + f" --xla_force_host_platform_device_count={devices}")
+                                   + f" --xla_force_host_platform_device_count={devices}"
+                                   + " --xla_cpu_collective_call_terminate_timeout_seconds=600")
         return
     import tensorflow as tf
 

@@ -29,8 +29,12 @@ import sys
 REPLICAS = 4
 
 if os.environ.get("KERAS_BACKEND") == "jax":
+    # The logical devices share the machine's cores: on a busy 2-core machine
+    # one device's thread can reach an all-reduce more than XLA's default 40 s
+    # after the others, and XLA then aborts the process.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={REPLICAS}")
+                               + f" --xla_force_host_platform_device_count={REPLICAS}"
+                               + " --xla_cpu_collective_call_terminate_timeout_seconds=600")
 
 import numpy as np  # noqa: E402
 
