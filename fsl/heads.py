@@ -251,10 +251,10 @@ class AdaFace(_MarginHead):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.batch_mean = self.add_weight(name="batch_mean", shape=(),
+        self.batch_mean = self.add_weight(name="batch_mean", shape=(), aggregation="mean",
                                           initializer=keras.initializers.Constant(20.0),
                                           trainable=False)
-        self.batch_std = self.add_weight(name="batch_std", shape=(),
+        self.batch_std = self.add_weight(name="batch_std", shape=(), aggregation="mean",
                                          initializer=keras.initializers.Constant(100.0),
                                          trainable=False)
 

@@ -17,6 +17,8 @@ Then batch-hard through a model with batch normalization: ``plain``
 (``keras.layers.BatchNormalization()``: per-replica statistics under
 ``MirroredStrategy``, global-batch ones under JAX's ``DataParallel``) and,
 on TensorFlow, ``sync`` (``synchronized=True``: statistics all-reduced).
+Then one step of each margin head's cross-entropy (``HEADS``), with the
+heads' non-trainable state after it.
 """
 
 from __future__ import annotations
@@ -99,6 +101,46 @@ def _step(loss_name: str, mining: str, batch_norm: str | None, strategy=None) ->
             "delta": [(a - b).ravel().tolist() for a, b in zip(after, before, strict=True)]}
 
 
+#: fsl.heads layers and options (8 classes: the 8 people of _data).
+HEADS = {"ArcFace": {"scale": 10.0}, "CosFace": {"scale": 10.0}, "AdaFace": {"scale": 10.0}}
+
+
+def _head_step(head_name: str, strategy=None) -> dict:
+    """One SGD step of a margin head's cross-entropy on the same batch; also
+    the head's non-trainable weights (AdaFace's norm statistics) after it."""
+    import contextlib
+
+    import keras
+
+    import fsl
+
+    x, labels = _data()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        net = _model(None)
+        label = keras.Input((), dtype="int32", name="label")
+        head = getattr(fsl.heads, head_name)(8, **HEADS[head_name])
+        key = net.inputs[0].name
+        model = keras.Model({key: net.inputs[0], "label": label}, head([net.output, label]))
+        head.set_weights([np.random.default_rng(2).normal(size=w.shape).astype("float32")
+                          if w.ndim > 1 else w for w in head.get_weights()])
+        before = [w.copy() for w in model.get_weights()]
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs = {key: x, "label": labels}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(32)
+        history = model.fit(data, epochs=1, verbose=0)
+    else:
+        history = model.fit(inputs, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    after = model.get_weights()
+    return {"value": float(history.history["loss"][0]),
+            "delta": [(a - b).ravel().tolist() for a, b in zip(after, before, strict=True)],
+            "state": [float(np.asarray(w)) for w in head.non_trainable_weights]}
+
+
 def _trainer(orl_dir: str, out_dir: str, distribution: str | None) -> dict:
     """train_facenet's fast run (two P x K batches of 8 people) on ORL, without
     dropout (its masks differ between one device and four) or augmentation
@@ -125,6 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trainer", nargs=2, metavar=("ORL_DIR", "RUNS_DIR"),
                         help="instead: train_facenet on one device and distributed")
     parser.add_argument("--losses", nargs="*", default=list(LOSSES))
+    parser.add_argument("--heads", nargs="*", default=list(HEADS))
     parser.add_argument("--batch-norm", nargs="*", default=None,
                         help="sync (TensorFlow only) and plain; default: what the backend has")
     args = parser.parse_args(argv)
@@ -177,6 +220,10 @@ def main(argv=None) -> int:
                 record = run(lambda strategy, loss=loss, mining=mining:
                              _step(loss, mining, None, strategy))
                 out["runs"].append({"loss": loss, "mining": mining, "where": where, **record})
+    for head in args.heads:
+        for where, run in (("one", single), ("many", distributed)):
+            record = run(lambda strategy, head=head: _head_step(head, strategy))
+            out["runs"].append({"loss": head, "mining": "head", "where": where, **record})
     if args.batch_norm is None:
         args.batch_norm = ["sync", "plain"] if backend == "tensorflow" else ["plain"]
     for batch_norm in args.batch_norm:

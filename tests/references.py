@@ -1,12 +1,16 @@
 """Float64 numpy references of fsl's losses: explicit loops over pairs and
 triplets, written from the papers' formulas (shared by the loss tests and the
-hypothesis suite)."""
+hypothesis suite), and the margin-softmax heads' logits."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from helpers import ref_distance
 from scipy.special import logsumexp
+
+from fsl.heads import COS_EPSILON
 
 
 def dist_matrix(x, metric):
@@ -170,3 +174,44 @@ def triplet(anchor, positive, negative, margin, metric):
     """Schroff et al. 2015, mean over explicit triplets of max(d(a, p) - d(a, n) + m, 0)."""
     return float(np.mean([max(ref_distance(a, p, metric) - ref_distance(a, n, metric) + margin,
                               0.0) for a, p, n in zip(anchor, positive, negative, strict=True)]))
+
+
+# --- margin-softmax heads (fsl.heads): the papers' formulas ---
+
+def head_cosines(x, w, eps):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    wn = w / np.linalg.norm(w, axis=0, keepdims=True)
+    return np.clip(xn @ wn, -1 + eps, 1 - eps)
+
+
+def _arc_target(c, m, easy):
+    phi = c * math.cos(m) - np.sqrt(np.maximum(1 - c * c, 0)) * math.sin(m)
+    if easy:
+        return np.where(c > 0, phi, c)
+    return np.where(c > math.cos(math.pi - m), phi, c - math.sin(math.pi - m) * m)
+
+
+def ref_arcface(x, w, labels, s, m, easy=False, k=1):
+    c = head_cosines(x, w, COS_EPSILON)
+    c = c.reshape(len(x), -1, k).max(axis=-1)
+    onehot = np.eye(c.shape[1])[labels]
+    return s * (onehot * _arc_target(c, m, easy) + (1 - onehot) * c)
+
+
+def ref_cosface(x, w, labels, s, m):
+    c = head_cosines(x, w, COS_EPSILON)
+    return s * (c - m * np.eye(c.shape[1])[labels])
+
+
+def ref_adaface(x, w, labels, s, m, h, t_alpha, mean0=20.0, std0=100.0, norms_of=None):
+    """``norms_of``: the embeddings whose norms set the margins (the paper's
+    code detaches them: a gradient check holds them fixed)."""
+    eps = 1e-3
+    c = head_cosines(x, w, eps)
+    norms = np.clip(np.linalg.norm(x if norms_of is None else norms_of, axis=1), 0.001, 100)
+    mean = t_alpha * norms.mean() + (1 - t_alpha) * mean0
+    std = t_alpha * norms.std(ddof=1) + (1 - t_alpha) * std0
+    z = np.clip((norms - mean) / (std + eps) * h, -1, 1)[:, None]
+    onehot = np.eye(c.shape[1])[labels]
+    theta = np.clip(np.arccos(c) - m * z * onehot, eps, math.pi - eps)
+    return s * (np.cos(theta) - onehot * (m + m * z)), mean, std

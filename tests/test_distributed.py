@@ -6,6 +6,7 @@ step of every mining loss with global and with per-replica mining, on 4
 devices and on one. With global mining the weight changes (minus the
 gradients) and the reported loss equal one device's on the whole batch; with
 per-replica mining they differ, which shows that the comparison can fail.
+The same for one step of the margin heads' cross-entropy.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def runs(tmp_path_factory):
         key = (run["loss"], run["mining"], run.get("batch_norm"))
         pairs.setdefault(key, {})[run["where"]] = (
             run["value"], np.concatenate([np.asarray(d) for d in run["delta"]]))
+        if "state" in run:
+            pairs.setdefault(("state", run["loss"]), {})[run["where"]] = run["state"]
     return pairs
 
 
@@ -56,6 +59,30 @@ def test_global_mining_equals_one_device_and_per_replica_does_not(runs, loss):
     assert value_gap <= 1e-5 and gradient_gap <= 1e-5, (value_gap, gradient_gap)
     value_gap, gradient_gap = _difference(runs[(loss, "replica", None)])
     assert gradient_gap > 1e-3, gradient_gap  # 8 rows per replica mine other triplets
+
+
+@pytest.mark.parametrize("head", ["ArcFace", "CosFace"])
+def test_margin_head_step_equals_one_device(runs, head):
+    value_gap, gradient_gap = _difference(runs[(head, "head", None)])
+    assert value_gap <= 1e-5 and gradient_gap <= 1e-5, (value_gap, gradient_gap)
+
+
+def test_adaface_norm_statistics(runs):
+    (mean_one, std_one), (mean_many, std_many) = (runs[("state", "AdaFace")][w]
+                                                  for w in ("one", "many"))
+    assert mean_many == pytest.approx(mean_one, rel=1e-6)
+    value_gap, gradient_gap = _difference(runs[("AdaFace", "head", None)])
+    if keras.backend.backend() == "tensorflow":
+        # MirroredStrategy: each replica moves the statistics by its own rows' norms,
+        # as the paper's code does on each GPU; the variables average the replicas'
+        # updates (aggregation="mean"), which for the mean is the whole batch's
+        # but not for the standard deviation, and the margins follow.
+        assert std_many != pytest.approx(std_one, rel=1e-6)
+        assert 1e-6 < gradient_gap <= 1e-2, gradient_gap
+    else:
+        # DataParallel: the jitted step sees the global batch.
+        assert std_many == pytest.approx(std_one, rel=1e-6)
+        assert value_gap <= 1e-5 and gradient_gap <= 1e-5, (value_gap, gradient_gap)
 
 
 def test_batch_normalization_statistics(runs):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from references import head_cosines, ref_adaface, ref_arcface, ref_cosface
 
 import fsl
 from fsl import heads
@@ -24,45 +25,6 @@ pytestmark = pytest.mark.backend_agnostic
 F64 = keras.backend.backend() == "tensorflow"
 DTYPE = "float64" if F64 else "float32"
 RTOL = 1e-6 if F64 else 1e-4
-
-
-def _cos(x, w, eps):
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    wn = w / np.linalg.norm(w, axis=0, keepdims=True)
-    return np.clip(xn @ wn, -1 + eps, 1 - eps)
-
-
-def _arc_target(c, m, easy):
-    phi = c * math.cos(m) - np.sqrt(np.maximum(1 - c * c, 0)) * math.sin(m)
-    if easy:
-        return np.where(c > 0, phi, c)
-    return np.where(c > math.cos(math.pi - m), phi, c - math.sin(math.pi - m) * m)
-
-
-def ref_arcface(x, w, labels, s, m, easy=False, k=1):
-    c = _cos(x, w, heads.COS_EPSILON)
-    c = c.reshape(len(x), -1, k).max(axis=-1)
-    onehot = np.eye(c.shape[1])[labels]
-    return s * (onehot * _arc_target(c, m, easy) + (1 - onehot) * c)
-
-
-def ref_cosface(x, w, labels, s, m):
-    c = _cos(x, w, heads.COS_EPSILON)
-    return s * (c - m * np.eye(c.shape[1])[labels])
-
-
-def ref_adaface(x, w, labels, s, m, h, t_alpha, mean0=20.0, std0=100.0, norms_of=None):
-    """``norms_of``: the embeddings whose norms set the margins (the paper's
-    code detaches them: a gradient check holds them fixed)."""
-    eps = 1e-3
-    c = _cos(x, w, eps)
-    norms = np.clip(np.linalg.norm(x if norms_of is None else norms_of, axis=1), 0.001, 100)
-    mean = t_alpha * norms.mean() + (1 - t_alpha) * mean0
-    std = t_alpha * norms.std(ddof=1) + (1 - t_alpha) * std0
-    z = np.clip((norms - mean) / (std + eps) * h, -1, 1)[:, None]
-    onehot = np.eye(c.shape[1])[labels]
-    theta = np.clip(np.arccos(c) - m * z * onehot, eps, math.pi - eps)
-    return s * (np.cos(theta) - onehot * (m + m * z)), mean, std
 
 
 def _case(seed=0, b=6, d=5, classes=4, k=1):
@@ -153,7 +115,7 @@ def test_logits_and_gradients_match_the_papers_formulas(name):
     np.testing.assert_allclose(gw, want_gw, atol=RTOL * 10 * scale)
     # Without labels: the plain scaled cosines (inference).
     plain = ops.convert_to_numpy(head(x.astype(DTYPE)))
-    c = _cos(x, w, head.cos_epsilon).reshape(len(x), 4, k).max(axis=-1)
+    c = head_cosines(x, w, head.cos_epsilon).reshape(len(x), 4, k).max(axis=-1)
     np.testing.assert_allclose(plain, options["scale"] * c, rtol=RTOL, atol=RTOL * 64)
 
 

@@ -25,15 +25,15 @@ from fsl.preprocessing import FACE_ALIGNMENTS, STANDARDIZE_MODES
 from fsl.pretrained.catalog import PRETRAINED
 from fsl.runs import PRECISIONS
 from fsl.training.choices import DEFAULT_K, DISTRIBUTIONS, EMBEDDINGS, POOLINGS
-from fsl.training.losses import LOSS_OPTIONS, TRIPLET_LOSSES
+from fsl.training.losses import HEAD_MARGINS, LOSS_OPTIONS, MARGIN_HEADS, TRIPLET_LOSSES
 
 
-def _add_loss_option(parser: argparse.ArgumentParser) -> None:
+def _add_loss_option(parser: argparse.ArgumentParser, losses) -> None:
     parser.add_argument(
         "--loss-option", dest="loss_options", type=loss_option, action=MergeDicts,
         default=None, metavar="KEY=VALUE",
         help="another argument of the loss's class; repeat for more. Per --loss: " + "; ".join(
-            f"{loss} {', '.join(keys)}" for loss, keys in LOSS_OPTIONS.items() if keys))
+            f"{loss} {', '.join(LOSS_OPTIONS[loss])}" for loss in losses if LOSS_OPTIONS[loss]))
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -166,8 +166,8 @@ def _train_facenet(args) -> dict:
     return train_facenet(
         data, **_given(args, (
             "test_identities", "identities", "loss", "p", "k", "image_size", "embedding_dim",
-            "margin", "loss_options", "learning_rate", "augment", "embedding", "pooling",
-            "precise_bn", "test_time_flip", "align", "crop_margin", "init", "freeze_blocks",
+            "margin", "loss_options", "triplet_weight", "learning_rate", "augment", "embedding",
+            "pooling", "precise_bn", "test_time_flip", "align", "crop_margin", "init", "freeze_blocks",
             "standardize")),
         wccn=args.wccn, score_norm=None if args.score_norm == "none" else args.score_norm,
         **_run_kwargs(args),
@@ -204,7 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=positive_int, default=None,
                    help="digits per class in a batch (default per loss: " + ", ".join(
                        f"{loss} {k}" for loss, k in DEFAULT_K.items()) + ")")
-    _add_loss_option(p)
+    _add_loss_option(p, TRIPLET_LOSSES)
     _add_run_options(p)
     p.set_defaults(train=_train_triplet)
 
@@ -238,7 +238,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="only these identity folders take part (default: all); e.g. a "
                    "split's training people, to hold out validation people among them; "
                    "@FILE reads them from a text file, one per line")
-    p.add_argument("--loss", choices=TRIPLET_LOSSES, default="semihard")
+    p.add_argument("--loss", choices=TRIPLET_LOSSES + MARGIN_HEADS, default="semihard",
+                   help="an online-mining loss (default semihard) or a margin-softmax head "
+                   "over the training people (" + ", ".join(MARGIN_HEADS) + "), left out of "
+                   "the saved embedding")
     p.add_argument("--p", type=positive_int, default=None,
                    help="identities per batch (default: all training people, at most 30)")
     p.add_argument("--k", type=positive_int, default=4, help="faces per identity in a batch")
@@ -282,8 +285,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--score-norm", choices=("s-norm", "none"), default="s-norm",
                    help="also report verification with S-norm against the training "
                    "people (default), or not (none)")
-    p.add_argument("--margin", type=positive_float, default=0.5, help="default 0.5")
-    _add_loss_option(p)
+    p.add_argument("--margin", type=positive_float, default=None,
+                   help="triplet margin, default 0.5; a margin head's margin, default its "
+                   "paper's (" + ", ".join(f"{h} {m}" for h, m in HEAD_MARGINS.items()) + ")")
+    _add_loss_option(p, TRIPLET_LOSSES + MARGIN_HEADS)
+    p.add_argument("--triplet-weight", type=non_negative_float, default=None,
+                   help="with a margin head: also train with the semi-hard triplet loss at "
+                   "this weight (default 0: the head alone)")
     p.add_argument("--learning-rate", type=positive_float, default=None,
                    help="default 1e-3 (with --init: 1e-4)")
     _add_run_options(p)

@@ -65,6 +65,7 @@ def get_evaluator(task: str) -> Callable[[RunDir, dict], dict]:
 #: Names read on first use from the modules that import Keras.
 _LAZY_NAMES = {
     "LOSS_OPTIONS": "fsl.training.losses",
+    "MARGIN_HEADS": "fsl.training.losses",
     "TRIPLET_LOSSES": "fsl.training.losses",
     "RunOptions": "fsl.training.options",
 }
@@ -108,6 +109,7 @@ def evaluate_run(path) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "LOSS_OPTIONS",
+    "MARGIN_HEADS",
     "RunDir",
     "RunOptions",
     "TASKS",

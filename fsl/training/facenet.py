@@ -1,4 +1,5 @@
-"""FaceNet-style trainer: face embeddings with online triplet mining.
+"""FaceNet-style trainer: face embeddings with online triplet mining or a
+margin-softmax head.
 
 Train on some identities, measure on OTHER identities (never seen in
 training): 10-fold verification accuracy, precision@1 and k-means NMI.
@@ -33,7 +34,14 @@ from fsl.preprocessing import FACE_ALIGNMENTS, Preprocessing
 from fsl.pretrained.catalog import PRETRAINED, get_pretrained
 from fsl.runs import RunDir
 from fsl.training.choices import EMBEDDINGS, POOLINGS
-from fsl.training.losses import TRIPLET_LOSSES, check_loss_options, triplet_loss
+from fsl.training.losses import (
+    HEAD_MARGINS,
+    MARGIN_HEADS,
+    TRIPLET_LOSSES,
+    check_loss_options,
+    margin_head,
+    triplet_loss,
+)
 from fsl.training.options import RunOptions, guard_run
 
 logger = logging.getLogger(__name__)
@@ -45,6 +53,11 @@ DEFAULT_P = 30
 #: The smallest input side ``fsl.models.facenet_model`` takes.
 MIN_IMAGE_SIZE = 32
 STANDARDIZE = ("fixed", "prewhiten", "unit")
+#: ``loss`` values: the online-mining losses, then the margin-softmax heads.
+FACENET_LOSSES = TRIPLET_LOSSES + MARGIN_HEADS
+#: The triplet losses' margin by default, and that of the semi-hard term a
+#: margin head is combined with (``triplet_weight``).
+TRIPLET_MARGIN = 0.5
 
 # Augmentation at strength 1: rotation up to 0.03 turns (11 degrees), shift
 # up to 5% of the side, zoom in or out up to 10%, left-right flip; borders
@@ -91,8 +104,9 @@ def train_facenet(
     k: int = 4,
     image_size: int | None = None,
     embedding_dim: int = 64,
-    margin: float = 0.5,
+    margin: float | None = None,
     loss_options: Mapping[str, Any] | None = None,
+    triplet_weight: float = 0.0,
     learning_rate: float | None = None,
     standardize: str | None = None,
     align: str | None = None,
@@ -118,7 +132,10 @@ def train_facenet(
     train, 10 never seen in training to test. Training uses P x K batches
     (``fsl.data.sampling.pk_dataset``: ``p`` people, ``k`` faces each) and a
     loss with online mining (semi-hard by default) on
-    ``fsl.models.facenet_model``. The faces are decoded once into memory
+    ``fsl.models.facenet_model``, or (``loss="arcface"``, ``"cosface"``, ...)
+    as a classifier of the training people through a margin-softmax head
+    (``fsl.heads``) on the projection, trained with softmax cross-entropy
+    and left out of the saved embedding. The faces are decoded once into memory
     (small face sets), through ``fsl.preprocessing`` (recorded in the run's
     ``config.json``, so serving prepares faces the same way).
 
@@ -153,20 +170,36 @@ def train_facenet(
             take part, split into training and test people as above;
             default: all (e.g. a split's training people, to hold out
             validation people among them).
-        loss: one of ``fsl.training.losses.TRIPLET_LOSSES`` (``"semihard"``,
+        loss: one of ``FACENET_LOSSES``: an online-mining loss of
+            ``fsl.training.losses.TRIPLET_LOSSES`` (``"semihard"``,
             ``"hard"``, ``"batch-all"``, ``"lifted"``, ``"multi-similarity"``,
-            ``"circle"``); the last two run on the angular distance with their
-            own parameters (``margin`` does not apply to them).
+            ``"circle"``; the last two run on the angular distance with their
+            own parameters, ``margin`` does not apply to them), or a margin
+            head of ``fsl.training.losses.MARGIN_HEADS`` (``"arcface"``,
+            ``"subcenter-arcface"``, ``"cosface"``, ``"adaface"``): its
+            logits over the training people, from the projection before its
+            L2 normalisation, go to ``SparseCategoricalCrossentropy``; the
+            run's ``model.keras`` is then the training model (inputs
+            ``{"image", "label"}``, the head a layer named after the loss, with
+            ``class_centres()``), while ``embedding.keras`` has no head.
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
         k: faces per identity per batch.
         image_size: side of the square, grey input (default 96; with
             ``init``, the pretrained network's, in RGB).
         embedding_dim: width of the projection head the loss trains.
-        margin: triplet margin (unit-norm embeddings; with ``init``, in the
-            pretrained network's units, e.g. dlib's distance threshold 0.6).
+        margin: triplet margin (default ``TRIPLET_MARGIN``, 0.5, for unit-norm
+            embeddings; with ``init``, in the pretrained network's units,
+            e.g. dlib's distance threshold 0.6), or a margin head's margin
+            (default its paper's, ``fsl.training.losses.HEAD_MARGINS``:
+            ArcFace 0.5 radians, CosFace 0.35, AdaFace 0.4).
         loss_options: more arguments of the loss's class
-            (``fsl.training.losses.LOSS_OPTIONS``), e.g. ``{"gamma": 64.0}``.
+            (``fsl.training.losses.LOSS_OPTIONS``), e.g. ``{"gamma": 64.0}``,
+            or ``{"scale": 30.0}`` for a head (default 64).
+        triplet_weight: with a margin head, also train the L2-normalised
+            projection with the semi-hard triplet loss (margin
+            ``TRIPLET_MARGIN``) at this weight next to the head's
+            cross-entropy (weight 1); 0 (the default): the head alone.
         learning_rate: initial Adam learning rate (cosine decay to 0);
             default 1e-3, with ``init`` 1e-4.
         standardize: pixel standardisation, ``fsl.preprocessing.STANDARDIZE_MODES``;
@@ -234,10 +267,12 @@ def train_facenet(
     options = RunOptions.from_kwargs("train_facenet", run_options)
     recipe = _check_recipe(arguments, options)
     # Built now so that a bad option value fails before any file is read.
-    batch_loss = triplet_loss(recipe["loss"], recipe["margin"], options=recipe["loss_options"])
+    objective = _objective(recipe, 2)
     train_faces, test_faces = _split(data_dir, recipe["identities"], test_identities,
                                      recipe["split_seed"])
     _check_people(recipe, train_faces.num_classes, test_faces.num_classes)
+    if objective.head is not None:
+        objective = _objective(recipe, train_faces.num_classes)
     if recipe["p"] is None:
         recipe["p"] = min(DEFAULT_P, train_faces.num_classes)
     # An absolute path: the run re-evaluates (and resumes) from any working folder.
@@ -260,9 +295,9 @@ def train_facenet(
     )
     x_train, y_train = _load(train_faces, prep)
     x_test, y_test = _load(test_faces, prep) if len(test_faces) else (None, None)
-    net, history, seconds = _fit(recipe, options, run_dir, batch_loss, x_train, y_train)
+    net, trained, history, seconds = _fit(recipe, options, run_dir, objective, x_train, y_train)
     embedder = _embedder(recipe, net, x_train, y_train)
-    run_dir.save_model(net, "model")
+    run_dir.save_model(trained, "model")
     run_dir.save_model(embedder, "embedding")
     run_dir.save_domain(_load(train_faces, prep, standardize=False)[0])
     if recipe["score_norm"] == "s-norm":
@@ -303,7 +338,14 @@ def _check_recipe(arguments: dict[str, Any], options: RunOptions) -> dict[str, A
     if epochs is None:
         epochs = FAST_EPOCHS if options.fast else DEFAULT_EPOCHS
     recipe["epochs"] = check_positive_int("epochs", epochs)
-    loss = recipe["loss"] = check_choice("loss", recipe["loss"], TRIPLET_LOSSES)
+    loss = recipe["loss"] = check_choice("loss", recipe["loss"], FACENET_LOSSES)
+    if recipe["margin"] is None:
+        recipe["margin"] = HEAD_MARGINS.get(loss, TRIPLET_MARGIN)
+    recipe["triplet_weight"] = check_real("triplet_weight", recipe["triplet_weight"], 0.0)
+    if recipe["triplet_weight"] > 0 and loss not in MARGIN_HEADS:
+        raise ValueError("triplet_weight adds a semi-hard triplet term to a margin head "
+                         f"({', '.join(MARGIN_HEADS)}). Received: triplet_weight="
+                         f"{recipe['triplet_weight']!r} with loss={loss!r}")
     if recipe["p"] is not None:
         recipe["p"] = check_positive_int("p", recipe["p"])
     _resolve_init(recipe)
@@ -401,8 +443,60 @@ def _check_people(recipe: dict[str, Any], n_train: int, n_test: int = 2) -> None
         )
 
 
-def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_train):
-    """Build, compile and train the network; returns (network, history, seconds)."""
+@dataclasses.dataclass(frozen=True)
+class _Objective:
+    """What a run trains: a batch loss on the embedding, or a margin head
+    (with a weighted triplet term, ``triplet``, if asked)."""
+
+    head: keras.layers.Layer | None
+    triplet: keras.losses.Loss | None
+
+
+def _objective(recipe: dict[str, Any], num_classes: int) -> _Objective:
+    """The run's losses and head, built from the checked recipe (a bad
+    option value raises the class's ``ValueError``)."""
+    loss = recipe["loss"]
+    if loss in TRIPLET_LOSSES:
+        return _Objective(None, triplet_loss(loss, recipe["margin"],
+                                             options=recipe["loss_options"]))
+    head = margin_head(loss, num_classes, recipe["margin"], recipe["loss_options"])
+    triplet = triplet_loss("semihard", TRIPLET_MARGIN) if recipe["triplet_weight"] > 0 else None
+    return _Objective(head, triplet)
+
+
+def _with_head(net: keras.Model, recipe, objective: _Objective, dataset):
+    """The training model of a margin head, its compile arguments and its
+    dataset: ``{"image", "label"}`` in, the head's logits (and the
+    L2-normalised projection, for a triplet term) out."""
+    image = net.inputs[0]
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    # The head normalises itself (AdaFace reads the norm): the projection before
+    # facenet_model's L2Normalize; a pretrained network's own output.
+    features = net.output if recipe["init"] is not None else net.get_layer("embedding").output
+    logits = objective.head([features, label])
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    inputs = {image.name: image, "label": label}
+    if objective.triplet is None:
+        model = keras.Model(inputs, logits, name=f"{net.name}_{objective.head.name}")
+        compile_kwargs = {"loss": cross_entropy, "metrics": [accuracy]}
+        dataset = dataset.map(lambda x, y: ({image.name: x, "label": y}, y))
+    else:
+        model = keras.Model(inputs, {"logits": logits, "embedding": net.output},
+                            name=f"{net.name}_{objective.head.name}")
+        compile_kwargs = {
+            "loss": {"logits": cross_entropy, "embedding": objective.triplet},
+            "loss_weights": {"logits": 1.0, "embedding": recipe["triplet_weight"]},
+            "metrics": {"logits": [accuracy]},
+        }
+        dataset = dataset.map(
+            lambda x, y: ({image.name: x, "label": y}, {"logits": y, "embedding": y}))
+    return model, compile_kwargs, dataset
+
+
+def _fit(recipe, options: RunOptions, run_dir: RunDir, objective: _Objective, x_train, y_train):
+    """Build, compile and train the network; returns (network, the model
+    trained: the network or its margin-head model, history, seconds)."""
     from fsl import models
     from fsl.data.sampling import pk_dataset
     from fsl.training.distribution import check_batch
@@ -427,15 +521,19 @@ def _fit(recipe, options: RunOptions, run_dir: RunDir, batch_loss, x_train, y_tr
             pretrained = get_pretrained(recipe["init"])
             net = pretrained.build(None)
             pretrained.freeze(net, recipe["freeze_blocks"])
+        if objective.head is None:
+            trained, compile_kwargs = net, {"loss": objective.triplet}
+        else:
+            trained, compile_kwargs, dataset = _with_head(net, recipe, objective, dataset)
     schedule = keras.optimizers.schedules.CosineDecay(
         recipe["learning_rate"], decay_steps=recipe["epochs"] * steps)
-    options.compile(net, optimizer=keras.optimizers.Adam(schedule), loss=batch_loss)
+    options.compile(trained, optimizer=keras.optimizers.Adam(schedule), **compile_kwargs)
     # fast: a smoke run of two P x K batches.
     fit_kwargs = {"steps_per_epoch": min(2, steps)} if options.fast else {}
-    history, seconds = options.fit(net, dataset, recipe["epochs"], run_dir, **fit_kwargs)
+    history, seconds = options.fit(trained, dataset, recipe["epochs"], run_dir, **fit_kwargs)
     if recipe["precise_bn"]:
         models.recalibrate_batch_norm(net, x_train, batch_size=p * k)
-    return net, history, seconds
+    return net, trained, history, seconds
 
 
 def _evaluate(embedder, recipe, x_train, y_train, x_test, y_test) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The trainers of labelled P x K batches (``train_triplet_mnist``,
 ``train_facenet``) choose among ``TRIPLET_LOSSES``; ``triplet_loss`` builds
 the ``fsl.losses`` class through ``fsl.losses.get`` with the trainer's margin
-and distance and the ``loss_options`` a user gave.
+and distance and the ``loss_options`` a user gave. ``train_facenet`` also
+takes the margin-softmax heads of ``MARGIN_HEADS`` (``margin_head`` builds
+the ``fsl.heads`` layer).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ TRIPLET_LOSSES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity",
 #: defined on the angular distance: the trainers' ``margin`` and ``metric``
 #: do not apply to them.
 PAIR_WEIGHTING_LOSSES = ("multi-similarity", "circle")
+#: ``loss`` values of ``train_facenet`` that train a margin-softmax head over
+#: the training identities (``fsl.heads``), dropped from the saved embedding.
+MARGIN_HEADS = ("arcface", "subcenter-arcface", "cosface", "adaface")
+#: Each head's ``margin`` when the trainer's ``margin`` is not given: its paper's.
+HEAD_MARGINS = {"arcface": 0.5, "subcenter-arcface": 0.5, "cosface": 0.35, "adaface": 0.4}
 
 
 #: Per trainer loss, the constructor arguments of its ``fsl.losses`` class
@@ -38,6 +45,10 @@ LOSS_OPTIONS = {
     "lifted": (),
     "multi-similarity": ("alpha", "beta", "epsilon", "lmda", "center"),
     "circle": ("gamma", "margin"),
+    "arcface": ("scale", "easy_margin"),
+    "subcenter-arcface": ("scale", "easy_margin", "centres"),
+    "cosface": ("scale",),
+    "adaface": ("scale", "h", "t_alpha"),
 }
 
 
@@ -56,7 +67,9 @@ def check_loss_options(loss: str, options: Any) -> dict:
     for key in options:
         if key in allowed:
             continue
-        if key in ("margin", "distance_metric") and loss not in PAIR_WEIGHTING_LOSSES:
+        if key == "margin" and loss in MARGIN_HEADS:
+            hint = "the trainer's margin argument sets the head's margin"
+        elif key in ("margin", "distance_metric") and loss not in PAIR_WEIGHTING_LOSSES:
             hint = "the trainer's margin and metric arguments set the margin and distance"
         else:
             hint = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
@@ -84,3 +97,19 @@ def triplet_loss(
     if loss in PAIR_WEIGHTING_LOSSES:
         return losses.get(loss, **options)
     return losses.get(loss, margin=margin, distance_metric=metric, **options)
+
+
+def margin_head(
+    loss: str, num_classes: int, margin: float, options: Mapping | None = None
+) -> keras.layers.Layer:
+    """The ``fsl.heads`` layer a trainer's ``loss`` names (one of
+    ``MARGIN_HEADS``) over ``num_classes`` identities, with the trainer's
+    ``margin`` and ``options`` (``check_loss_options``), computing in float32
+    under any dtype policy; a bad value raises the class's ``ValueError``."""
+    from fsl import heads
+
+    options = check_loss_options(check_choice("loss", loss, MARGIN_HEADS), options)
+    layer = {"arcface": heads.ArcFace, "subcenter-arcface": heads.SubCenterArcFace,
+             "cosface": heads.CosFace, "adaface": heads.AdaFace}[loss]
+    return layer(num_classes, margin=margin, dtype="float32", name=loss.replace("-", "_"),
+                 **options)
