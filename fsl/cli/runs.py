@@ -71,8 +71,9 @@ def run_export(args) -> int:
     kind = args.kind or ("mtfl" if config.get("task") == "mtfl" else "embedding")
     if args.score_norm == "s-norm" and kind != "verifier":
         raise ValueError(f"--score-norm s-norm applies to --kind verifier. Received: --kind {kind}")
-    if args.format == "onnx" and kind != "embedding":
-        raise ValueError(f"--format onnx exports the embedding model. Received: --kind {kind}")
+    if args.format == "onnx" and kind == "mtfl":
+        raise ValueError("--format onnx exports the embedding model or the verifier. "
+                         f"Received: --kind {kind}")
     # The S-norm verifier is another model than the plain one: its own folder.
     default_dir = kind + ("-s-norm" if args.score_norm == "s-norm" else "") + \
         ("-onnx" if args.format == "onnx" else "")
@@ -107,6 +108,7 @@ def run_export(args) -> int:
             # The threshold was chosen on the embeddings as the model outputs them.
             normalize=False,
             cohort=cohort,
+            format=args.format,
         )
     print(f"exported {kind} {'ONNX model' if args.format == 'onnx' else 'SavedModel'} to {path}")
     return 0
@@ -127,9 +129,9 @@ def add_export_arguments(parser):
         help="what to export (default: mtfl for mtfl runs, else embedding)",
     )
     parser.add_argument("--format", choices=("savedmodel", "onnx"), default="savedmodel",
-                        help="savedmodel (default) or onnx (the embedding model, the same "
-                        "input contract as the SavedModel's float32 signature, no --resize; "
-                        "fsl[onnx])")
+                        help="savedmodel (default) or onnx (the embedding model or the "
+                        "verifier, the same input contract as the SavedModel's float32 "
+                        "signature, no --resize; fsl[onnx])")
     parser.add_argument("--export-dir",
                         help="default RUN_DIR/export/KIND (KIND-s-norm for an S-norm verifier, "
                         "KIND-onnx for ONNX)")
