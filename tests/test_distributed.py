@@ -121,3 +121,29 @@ def test_train_facenet_distributed_equals_one_device(orl_dir, tmp_path):
         # SGD this comparison gives 3e-7 (and the SGD test above, 1e-5).
         np.testing.assert_allclose(many["loss"], one["loss"], rtol=2e-3)
         assert gap <= 0.05, gap
+
+
+def test_process_settings_are_checked_before_anything_runs(monkeypatch, tmp_path):
+    from fsl.training import distribution, train_facenet
+
+    assert (distribution.process_count(), distribution.process_run_name(None)) == (1, None)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert distribution.process_run_name("r") == "r-process1"
+    with pytest.raises(ValueError, match=r"same run name.*Received: run=None"):
+        distribution.process_run_name(None)
+    with pytest.raises(ValueError, match=r"must be 'jax-data-parallel'. Received: "
+                                         r"distribution='mirrored'"):
+        distribution.join_processes("mirrored")
+    with pytest.raises(ValueError, match=r"must be 'jax-data-parallel'. Received: "
+                                         r"distribution=None"):
+        train_facenet(tmp_path, output_dir=tmp_path, run="r")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "2")
+    with pytest.raises(ValueError, match=r"below KERAS_DISTRIBUTION_NUM_PROCESSES=2. "
+                                         r"Received: KERAS_DISTRIBUTION_PROCESS_ID=2"):
+        distribution.process_index()
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "one")
+    with pytest.raises(ValueError, match=r"non-negative integer. Received: "
+                                         r"KERAS_DISTRIBUTION_PROCESS_ID='one'"):
+        distribution.process_index()
+    assert not (tmp_path / "r").exists()

@@ -5,7 +5,7 @@
 * ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over this machine's
   GPUs, or its CPU devices when it has none (TensorFlow backend).
 * ``"jax-data-parallel"``: ``keras.distribution.DataParallel`` over every
-  JAX device (JAX backend).
+  JAX device (JAX backend), of this process or of several.
 
 The model is built, compiled and trained inside the engine; the batch is
 the global batch, split into equal consecutive shares. A P x K batch keeps
@@ -14,10 +14,19 @@ replicas every replica holds whole identities. The mining losses mine the
 global batch (``fsl.losses.replicas``), so a step equals one device's step
 on the whole batch.
 
-Several machines: not offered. ``tf.distribute.MultiWorkerMirroredStrategy``
-is the engine, but Keras 3's ``Model.fit`` fails under it
-(keras-team/keras#20585); the losses' global mining uses the same
-replica-context calls and would carry over.
+Several processes or machines: ``"jax-data-parallel"`` in every process,
+with ``keras.distribution.initialize``'s environment variables set
+(``KERAS_DISTRIBUTION_JOB_ADDRESSES``: the coordinator's ``host:port``,
+``KERAS_DISTRIBUTION_NUM_PROCESSES``, ``KERAS_DISTRIBUTION_PROCESS_ID``):
+the processes join before the first JAX computation (``join_processes``;
+CPU collectives over gloo), every process builds the same global P x K
+batches from the seed and Keras gives each its consecutive share, and the
+step runs over all processes' devices. Every process writes a run folder of
+its own (checkpoints to resume from): process 0 the run (``run``, which
+must be given), process ``i`` ``"<run>-process<i>"``. If one process stops,
+the others fail in their next collective operation; start them all again
+with ``resume=True``. TensorFlow's ``MultiWorkerMirroredStrategy`` is not
+offered: Keras 3's ``Model.fit`` fails under it (keras-team/keras#20585).
 
 Batch normalization: under ``MirroredStrategy``, the batch-norm layers
 are switched to ``synchronized=True`` for training (statistics all-reduced
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 import keras
@@ -37,6 +47,90 @@ import keras
 from fsl.training.choices import DISTRIBUTIONS
 
 _BACKEND = {"mirrored": "tensorflow", "jax-data-parallel": "jax"}
+#: The environment variables of ``keras.distribution.initialize``.
+PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def _process_variable(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def process_count() -> int:
+    """How many processes train together (``KERAS_DISTRIBUTION_NUM_PROCESSES``, default 1)."""
+    count = _process_variable("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    return 1 if count is None else max(count, 1)
+
+
+def process_index() -> int:
+    """This process's index among them (``KERAS_DISTRIBUTION_PROCESS_ID``, default 0)."""
+    index = _process_variable("KERAS_DISTRIBUTION_PROCESS_ID") or 0
+    if index >= process_count():
+        raise ValueError(f"KERAS_DISTRIBUTION_PROCESS_ID must be below "
+                         f"KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()}. Received: "
+                         f"KERAS_DISTRIBUTION_PROCESS_ID={index}")
+    return index
+
+
+@functools.cache
+def _join() -> None:
+    import jax
+
+    # JAX's collectives between CPU processes need gloo (GPUs use NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        keras.distribution.initialize()
+    except RuntimeError as error:
+        raise RuntimeError(
+            "The training processes must join before JAX computes anything in this process "
+            "(train first, or call fsl.training.distribution.join_processes "
+            f"('jax-data-parallel') at the start). JAX said: {error}") from error
+
+
+def join_processes(name: str | None) -> None:
+    """Under ``"jax-data-parallel"`` with ``KERAS_DISTRIBUTION_NUM_PROCESSES``
+    above 1, join the other processes (once per process:
+    ``keras.distribution.initialize``). Trainers call it when their run
+    options are made.
+
+    Raises:
+        ValueError: several processes under another engine, a process
+            index out of range, or no coordinator address.
+        RuntimeError: JAX computed something in this process already.
+    """
+    if process_count() == 1:
+        return
+    if name != "jax-data-parallel":
+        raise ValueError(f"KERAS_DISTRIBUTION_NUM_PROCESSES={process_count()} asks for several "
+                         "training processes: distribution must be 'jax-data-parallel'. "
+                         f"Received: distribution={name!r}")
+    process_index()
+    if not os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        raise ValueError("Several training processes need the coordinator's address in "
+                         "KERAS_DISTRIBUTION_JOB_ADDRESSES (host:port of process 0). "
+                         "Received: none")
+    _join()
+
+
+def process_run_name(run: str | None) -> str | None:
+    """The run folder name of this process: ``run`` for process 0 (or a single
+    process), ``"<run>-process<i>"`` for process ``i``.
+
+    Raises:
+        ValueError: several processes and no ``run`` (they must agree on it).
+    """
+    if process_count() == 1:
+        return run
+    if run is None:
+        raise ValueError("Several training processes must be given the same run name (run=, "
+                         "--run): a default name from the clock could differ. Received: run=None")
+    index = process_index()
+    return run if index == 0 else f"{run}-process{index}"
 
 
 def check_distribution(name: Any) -> str | None:
@@ -131,5 +225,6 @@ def _batch_norm_layers(layer) -> list:
     return found
 
 
-__all__ = ["DISTRIBUTIONS", "check_batch", "check_distribution", "distributed", "replicas",
-           "synchronized_batch_norm"]
+__all__ = ["DISTRIBUTIONS", "PROCESS_VARIABLES", "check_batch", "check_distribution",
+           "distributed", "join_processes", "process_count", "process_index",
+           "process_run_name", "replicas", "synchronized_batch_norm"]

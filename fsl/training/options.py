@@ -23,7 +23,15 @@ import keras
 
 from fsl import runs
 from fsl._checks import check_bool
-from fsl.training.distribution import check_distribution, distributed, synchronized_batch_norm
+from fsl.training.distribution import (
+    check_distribution,
+    distributed,
+    join_processes,
+    process_count,
+    process_index,
+    process_run_name,
+    synchronized_batch_norm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +125,9 @@ class RunOptions:
         distribution: ``None`` (one device), ``"mirrored"`` or
             ``"jax-data-parallel"``: the framework's
             data-parallel engine the model is built and trained under
-            (``fsl.training.distribution``); ``resume`` accepts another one.
+            (``fsl.training.distribution``; several processes: its
+            ``"jax-data-parallel"`` with ``keras.distribution``'s environment
+            variables); ``resume`` accepts another one.
         verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
         callbacks: extra Keras callbacks for ``fit``.
 
@@ -143,6 +153,7 @@ class RunOptions:
         check_jit(self.jit_compile)
         object.__setattr__(self, "mixed_precision", runs.check_precision(self.mixed_precision))
         check_distribution(self.distribution)
+        join_processes(self.distribution)
 
     @classmethod
     def from_kwargs(cls, trainer: str, kwargs: Mapping[str, Any]) -> RunOptions:
@@ -168,7 +179,7 @@ class RunOptions:
         """Create (or reopen, to resume) the run folder; write ``config.json``
         with the trainer's ``arguments`` and these options."""
         run_dir = runs.start_run(task, {**arguments, **self.arguments()}, self.output_dir,
-                                 self.run, self.overwrite, self.resume)
+                                 process_run_name(self.run), self.overwrite, self.resume)
         _ACTIVE_RUN.set(run_dir)
         return run_dir
 
@@ -204,14 +215,22 @@ class RunOptions:
         """
         start = time.perf_counter()
         with self.distributed(), synchronized_batch_norm(model, self.distribution):
-            model.fit(
-                dataset,
-                epochs=epochs,
-                callbacks=run_dir.callbacks(self.callbacks),
-                verbose=self.verbose,
-                shuffle=False,  # tf.data pipelines shuffle (or draw) their own batches
-                **fit_kwargs,
-            )
+            try:
+                model.fit(
+                    dataset,
+                    epochs=epochs,
+                    callbacks=run_dir.callbacks(self.callbacks),
+                    verbose=self.verbose,
+                    shuffle=False,  # tf.data pipelines shuffle (or draw) their own batches
+                    **fit_kwargs,
+                )
+            except Exception as error:
+                if process_count() > 1:
+                    error.add_note(
+                        f"fsl: training process {process_index()} of {process_count()}: if "
+                        "another process stopped, this one fails in its next collective "
+                        "operation; start them all again with resume=True (--resume).")
+                raise
         return run_dir.history(), time.perf_counter() - start
 
     def echo(self, message: str) -> None:
