@@ -74,3 +74,22 @@ def ref_distance(u, v, metric: str) -> float:
         return float(np.sum((u - v) ** 2))
     nu, nv = u / max(np.linalg.norm(u), 1e-6), v / max(np.linalg.norm(v), 1e-6)
     return float(max(1.0 - nu @ nv, 0.0))
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Fails the run at the end of its first epoch (after its checkpoint)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("simulated interruption")
+
+
+class CountEpochs(keras.callbacks.Callback):
+    """Records the index of every epoch that ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)

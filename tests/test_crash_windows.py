@@ -19,6 +19,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from helpers import CountEpochs
 
 from fsl import runs
 from fsl.checkpoint import CheckpointError, RunCheckpoint, checkpoints
@@ -71,15 +72,6 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-class _CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
 def _child(out, point):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-c", _CHILD, str(out), point, repr(KWARGS)],
@@ -99,7 +91,7 @@ def test_killed_after_the_last_epoch_resumes_without_training(tmp_path, point):
     assert not run_dir.metrics_path.exists()
     saved = _weights(run_dir.embedding_path) if point == "evaluation" else None
 
-    counter = _CountEpochs()
+    counter = CountEpochs()
     metrics = mnist_training.train_siamese_mnist(output_dir=tmp_path, resume=True,
                                                  callbacks=[counter], **KWARGS)
     assert counter.epochs == []  # nothing trained again
@@ -119,7 +111,7 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_one_before(tmp_path,
     # The half-written file never took the checkpoint's name.
     assert [epochs for epochs, _ in checkpoints(run_dir.backup_dir)] == [2, 1]
     assert list(run_dir.backup_dir.glob(".tmp-*"))
-    counter = _CountEpochs()
+    counter = CountEpochs()
     with caplog.at_level(logging.WARNING, logger="fsl.checkpoint"):
         metrics = mnist_training.train_siamese_mnist(output_dir=tmp_path, resume=True,
                                                      callbacks=[counter], **KWARGS)
@@ -156,7 +148,7 @@ def test_a_full_disk_fails_cleanly_and_resumes_once_space_is_freed(tmp_path):
         assert [epochs for epochs, _ in found] == [1]
         assert not list(run_dir.backup_dir.glob(".tmp-*"))  # no partial file left
         (disk / "filler").unlink()
-        counter = _CountEpochs()
+        counter = CountEpochs()
         metrics = mnist_training.train_siamese_mnist(output_dir=out, resume=True,
                                                      callbacks=[counter], **KWARGS)
         assert counter.epochs == [1, 2]
@@ -187,7 +179,7 @@ def test_checkpoint_keeps_two_and_restores_weights_optimizer_and_epoch(tmp_path)
     assert [(e, p.name) for e, p in checkpoints(tmp_path)] == [
         (3, "epoch-0003.weights.h5"), (2, "epoch-0002.weights.h5")]
     fresh = _tiny_model()
-    counter = _CountEpochs()
+    counter = CountEpochs()
     _fit(fresh, tmp_path, 3, [counter])
     assert counter.epochs == []  # epoch 3 of 3 done
     for a, b in zip(model.get_weights(), fresh.get_weights(), strict=True):
@@ -202,7 +194,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog)
     _fit(_tiny_model(), tmp_path, 3)
     newest = tmp_path / "epoch-0003.weights.h5"
     os.truncate(newest, newest.stat().st_size // 3)
-    counter = _CountEpochs()
+    counter = CountEpochs()
     with caplog.at_level(logging.WARNING, logger="fsl.checkpoint"):
         _fit(_tiny_model(), tmp_path, 3, [counter])
     assert "epoch-0003.weights.h5 does not load" in caplog.text
@@ -226,7 +218,7 @@ def test_a_keras_backup_of_an_older_run_is_read(tmp_path):
     model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[
         keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)])
     assert [e for e, _ in checkpoints(tmp_path)] == [2]
-    counter = _CountEpochs()
+    counter = CountEpochs()
     _fit(_tiny_model(), tmp_path, 3, [counter])
     assert counter.epochs == [2]
     # keep=2: the new epoch 3 and the old record of epoch 2.

@@ -15,6 +15,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+from helpers import CountEpochs, Interrupt
 
 from fsl import runs as _runs
 from fsl.evaluation.protocols import evaluate_faces, verification_pairs
@@ -138,25 +139,10 @@ def test_existing_run_is_not_overwritten(siamese_run):
         )
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            raise RuntimeError("simulated interruption")
-
-
-class _CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
 def test_interrupted_run_resumes(tmp_path):
     kwargs = dict(TINY, epochs=3, pairs_per_epoch=64, batch_size=32, output_dir=tmp_path, run="r")
     with pytest.raises(RuntimeError, match="simulated"):
-        mnist_training.train_siamese_mnist(callbacks=[_Interrupt()], **kwargs)
+        mnist_training.train_siamese_mnist(callbacks=[Interrupt()], **kwargs)
     run_dir = _runs.RunDir(tmp_path / "r")
     assert run_dir.backup_dir.is_dir()
     assert run_dir.completed_epochs() == 1
@@ -183,7 +169,7 @@ def test_interrupted_run_resumes(tmp_path):
     assert run_dir.config_path.read_bytes() == config_before
     assert run_dir.completed_epochs() == 1
 
-    counter = _CountEpochs()
+    counter = CountEpochs()
     # How it runs and reports may change (here verbose).
     metrics = mnist_training.train_siamese_mnist(
         resume=True, callbacks=[counter], **{**kwargs, "verbose": 2})
@@ -750,8 +736,8 @@ def test_facenet_interrupted_run_resumes(tmp_path, orl_dir):
     kwargs = dict(fast=True, epochs=2, image_size=32, p=5, k=2, test_time_flip=False,
                   wccn=None, score_norm=None, output_dir=tmp_path, run="m", verbose=0)
     with pytest.raises(RuntimeError, match="simulated"):
-        train_facenet(orl_dir, callbacks=[_Interrupt()], **kwargs)
-    counter = _CountEpochs()
+        train_facenet(orl_dir, callbacks=[Interrupt()], **kwargs)
+    counter = CountEpochs()
     metrics = train_facenet(orl_dir, resume=True, callbacks=[counter], **kwargs)
     assert counter.epochs == [1]  # only the epoch after the checkpoint ran
     assert metrics["epochs_completed"] == 2 and len(metrics["history"]["loss"]) == 2

@@ -14,6 +14,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import CountEpochs, Interrupt
 from references import ref_adaface, ref_arcface, ref_cosface
 
 import fsl
@@ -107,6 +108,23 @@ def test_triplet_weight_adds_the_semihard_term(tmp_path, orl_dir):
     images = np.random.default_rng(1).normal(size=(3, 32, 32, 1)).astype("float32")
     out = model.predict({"image": images, "label": np.zeros(3, "int32")}, verbose=0)
     np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_interrupted_head_run_resumes_with_its_head(tmp_path, orl_dir):
+    kwargs = dict(SMALL, identities=_people(orl_dir), loss="adaface", epochs=2,
+                  output_dir=tmp_path, run="a")
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_facenet(orl_dir, callbacks=[Interrupt()], **kwargs)
+    counter = CountEpochs()
+    train_facenet(orl_dir, resume=True, callbacks=[counter], **kwargs)
+    assert counter.epochs == [1]
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["status"], config["resumed_from_epoch"]) == ("finished", 1)
+    # The checkpoint (network, head and optimizer) was restored: the optimizer
+    # went on to 2 epochs x 2 steps.
+    model = keras.saving.load_model(tmp_path / "a" / "model.keras")
+    assert isinstance(model.get_layer("adaface"), heads.AdaFace)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
 
 
 @pytest.mark.parametrize("kwargs, match", [
