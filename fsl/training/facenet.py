@@ -179,8 +179,9 @@ def train_facenet(
             ``"subcenter-arcface"``, ``"cosface"``, ``"adaface"``): its
             logits over the training people, from the projection before its
             L2 normalisation, go to ``SparseCategoricalCrossentropy``; the
-            run's ``model.keras`` is then the training model (inputs
-            ``{"image", "label"}``, the head a layer named after the loss, with
+            run's ``model.keras`` is then the training model (a dict of the
+            network's image input, ``"image"`` or ``init``'s own, and
+            ``"label"``; the head a layer named after the loss, with
             ``class_centres()``), while ``embedding.keras`` has no head.
         p: identities per batch (at most the number of training
             identities); default: all training identities, at most 30.
