@@ -89,13 +89,21 @@ def _step(loss_name: str, mining: str, batch_norm: str | None, strategy=None) ->
         before = [w.copy() for w in model.get_weights()]
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
                       loss=fsl.losses.get(loss_name, mining=mining, **options))
+    return _fit_one_batch(model, x, labels, before)
+
+
+def _fit_one_batch(model, inputs, labels, before) -> dict:
+    """One ``fit`` step on the 32-row batch: the reported loss and the weight
+    changes from ``before``."""
+    import keras
+
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(32)
+        data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(32)
         history = model.fit(data, epochs=1, verbose=0)
     else:
-        history = model.fit(x, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        history = model.fit(inputs, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
     after = model.get_weights()
     return {"value": float(history.history["loss"][0]),
             "delta": [(a - b).ravel().tolist() for a, b in zip(after, before, strict=True)]}
@@ -127,17 +135,7 @@ def _head_step(head_name: str, strategy=None) -> dict:
         before = [w.copy() for w in model.get_weights()]
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    inputs = {key: x, "label": labels}
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        data = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(32)
-        history = model.fit(data, epochs=1, verbose=0)
-    else:
-        history = model.fit(inputs, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    after = model.get_weights()
-    return {"value": float(history.history["loss"][0]),
-            "delta": [(a - b).ravel().tolist() for a, b in zip(after, before, strict=True)],
+    return {**_fit_one_batch(model, {key: x, "label": labels}, labels, before),
             "state": [float(np.asarray(w)) for w in head.non_trainable_weights]}
 
 
