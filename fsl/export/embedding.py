@@ -16,7 +16,12 @@ from fsl.export.archive import (
     _save,
     _write_onnx,
 )
-from fsl.export.graph import _check_inputs, _images_to_model_input, _model_fn
+from fsl.export.graph import (
+    _check_embedding_output,
+    _check_inputs,
+    _images_to_model_input,
+    _model_fn,
+)
 
 
 def export_embedding_model(
@@ -96,11 +101,7 @@ def export_embedding_model(
     """
     tf, preprocessing, hwc, resize = _check_inputs(
         "export_embedding_model", model, preprocessing, resize)
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise ValueError(
-            "model must have one [N, D] output. Received: output shape(s) "
-            f"{[tuple(o.shape) for o in model.outputs]}"
-        )
+    _check_embedding_output(model)
     format = _check_format(format, resize)
     path = _prepare_export_dir(export_dir, overwrite)
     call = _model_fn(model)

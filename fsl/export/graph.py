@@ -106,6 +106,16 @@ def _model_fn(model):
     return call
 
 
+def _check_embedding_output(model, argname: str = "model") -> int | None:
+    """``model`` has one ``[N, D]`` output; returns ``D``."""
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise ValueError(
+            f"{argname} must have one [N, D] output. Received: output shape(s) "
+            f"{[tuple(o.shape) for o in model.outputs]}"
+        )
+    return model.outputs[0].shape[-1]
+
+
 def _check_inputs(function: str, model, preprocessing, resize, argname: str = "model"):
     """The checks every exporter starts with: the backend, the preprocessing,
     an image model, ``resize``; returns ``(tf, preprocessing, (H, W, C), resize)``."""

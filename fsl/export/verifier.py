@@ -20,6 +20,7 @@ from fsl.export.archive import (
 )
 from fsl.export.graph import (
     _check_cohort,
+    _check_embedding_output,
     _check_image_model,
     _check_preprocessing,
     _check_resize,
@@ -131,13 +132,9 @@ def export_pair_verifier(
     hwc = _check_image_model(embedding_model, preprocessing, "embedding_model")
     resize = _check_resize(resize, hwc, "embedding_model")
     format = _check_format(format, resize)
-    if len(embedding_model.outputs) != 1 or len(embedding_model.outputs[0].shape) != 2:
-        raise ValueError(
-            "embedding_model must have one [N, D] output. Received: output shape(s) "
-            f"{[tuple(o.shape) for o in embedding_model.outputs]}"
-        )
+    dim = _check_embedding_output(embedding_model, "embedding_model")
     if cohort is not None:
-        cohort = _check_cohort(cohort, embedding_model.outputs[0].shape[-1], normalize)
+        cohort = _check_cohort(cohort, dim, normalize)
     path = _prepare_export_dir(export_dir, overwrite)
     call = _model_fn(embedding_model)
     paired = distances.get_paired(metric)

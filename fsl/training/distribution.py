@@ -47,9 +47,6 @@ import keras
 from fsl.training.choices import DISTRIBUTIONS
 
 _BACKEND = {"mirrored": "tensorflow", "jax-data-parallel": "jax"}
-#: The environment variables of ``keras.distribution.initialize``.
-PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                     "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
 def _process_variable(name: str) -> int | None:
@@ -225,6 +222,6 @@ def _batch_norm_layers(layer) -> list:
     return found
 
 
-__all__ = ["DISTRIBUTIONS", "PROCESS_VARIABLES", "check_batch", "check_distribution",
+__all__ = ["DISTRIBUTIONS", "check_batch", "check_distribution",
            "distributed", "join_processes", "process_count", "process_index",
            "process_run_name", "replicas", "synchronized_batch_norm"]
