@@ -1,12 +1,14 @@
-"""A small face run with ``distribution="jax-data-parallel"``, for
-tests/test_multiprocess.py: started once per process with
-``keras.distribution``'s environment variables, or alone with ``--devices N``
-logical CPU devices.
+"""A small face run over several processes, for tests/test_multiprocess.py:
+``distribution="jax-data-parallel"`` started once per process with
+``keras.distribution``'s environment variables (``--backend jax``), or
+``"multi-worker"`` with ``TF_CONFIG`` (``--backend tensorflow``); or alone
+with ``--devices N`` logical CPU devices (``"jax-data-parallel"`` /
+``"mirrored"``).
 
 Usage::
 
-    python tests/multiprocess_run.py ORL_DIR OUT_DIR RUN [--epochs 2] [--devices N]
-        [--die-after EPOCH] [--resume]
+    python tests/multiprocess_run.py ORL_DIR OUT_DIR RUN [--backend jax] [--epochs 2]
+        [--devices N] [--die-after EPOCH] [--resume]
 
 ``--die-after E``: process 1 ends itself (exit code 3) after epoch ``E``'s
 checkpoint. A failed run prints ``FAILED: <error>`` (with its notes) and
@@ -21,11 +23,10 @@ import os
 import sys
 import traceback
 
-os.environ["KERAS_BACKEND"] = "jax"
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("jax", "tensorflow"), default="jax")
     parser.add_argument("orl_dir")
     parser.add_argument("out_dir")
     parser.add_argument("run")
@@ -34,10 +35,21 @@ def main(argv=None) -> int:
     parser.add_argument("--die-after", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    flags = " --xla_cpu_collective_call_terminate_timeout_seconds=600"
-    if args.devices:
-        flags += f" --xla_force_host_platform_device_count={args.devices}"
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + flags
+    os.environ["KERAS_BACKEND"] = args.backend
+    if args.backend == "jax":
+        flags = " --xla_cpu_collective_call_terminate_timeout_seconds=600"
+        if args.devices:
+            flags += f" --xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + flags
+        distribution = "jax-data-parallel"
+    else:
+        import tensorflow as tf
+
+        if args.devices:
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0],
+                [tf.config.LogicalDeviceConfiguration()] * args.devices)
+        distribution = "mirrored" if args.devices else "multi-worker"
 
     import keras
 
@@ -55,7 +67,7 @@ def main(argv=None) -> int:
         train_facenet(args.orl_dir, identities=people, test_identities=4, image_size=32, p=4,
                       k=2, dropout=0.0, augment=0.0, wccn=None, score_norm=None,
                       test_time_flip=False, fast=True, epochs=args.epochs,
-                      distribution="jax-data-parallel", output_dir=args.out_dir, run=args.run,
+                      distribution=distribution, output_dir=args.out_dir, run=args.run,
                       resume=args.resume, verbose=0,
                       callbacks=[Die()] if args.die_after is not None else None)
     except Exception as error:  # noqa: BLE001 - reported to the test

@@ -505,3 +505,17 @@ def test_train_facenet_align_flags_reach_the_trainer(tmp_path, monkeypatch):
     assert (seen["align"], seen["crop_margin"]) == ("crop", 12.0)
     assert cli.main(["train", "facenet", "--data", str(tmp_path), "--crop-margin", "-1"]) == 2
     assert cli.main(["train", "facenet", "--data", str(tmp_path), "--align", "box"]) == 2
+
+
+def test_train_distribution_flag_reaches_the_trainer(tmp_path, monkeypatch):
+    import fsl.training
+
+    seen = {}
+    monkeypatch.setattr(fsl.training, "train_facenet",
+                        lambda data, **kwargs: seen.update(kwargs) or {"ok": True})
+    for name in ("mirrored", "multi-worker", "jax-data-parallel"):
+        assert cli.main(["train", "facenet", "--data", str(tmp_path), "--distribution",
+                         name]) == 0
+        assert seen["distribution"] == name
+    assert cli.main(["train", "facenet", "--data", str(tmp_path), "--distribution",
+                     "parameter-server"]) == 2

@@ -147,3 +147,45 @@ def test_process_settings_are_checked_before_anything_runs(monkeypatch, tmp_path
                                          r"KERAS_DISTRIBUTION_PROCESS_ID='one'"):
         distribution.process_index()
     assert not (tmp_path / "r").exists()
+
+
+def test_tf_config_names_the_processes_and_is_checked(monkeypatch, tmp_path):
+    from fsl.training import distribution, train_facenet
+
+    monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES", raising=False)
+    cluster = {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}
+
+    def config(**task):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+
+    # The chief counts first, then the workers in their order.
+    for task, index in ((dict(type="chief", index=0), 0), (dict(type="worker", index=1), 2)):
+        config(**task)
+        assert (distribution.process_count(), distribution.process_index()) == (3, index)
+    assert distribution.process_run_name("r") == "r-process2"
+    with pytest.raises(ValueError, match=r"TF_CONFIG asks for several training processes: "
+                                         r"distribution must be 'multi-worker'. Received: "
+                                         r"distribution='mirrored'"):
+        distribution.join_processes("mirrored")
+    with pytest.raises(ValueError, match=r"distribution must be 'multi-worker'. Received: "
+                                         r"distribution=None"):
+        train_facenet(tmp_path, output_dir=tmp_path, run="r")
+    config(type="worker", index=2)
+    with pytest.raises(ValueError, match=r"task must be one of its cluster's .*Received: task="
+                                         r"\{'type': 'worker', 'index': 2\}"):
+        distribution.process_index()
+    monkeypatch.setenv("TF_CONFIG", "{cluster")
+    with pytest.raises(ValueError, match=r"TF_CONFIG must be JSON.*Received: "
+                                         r"TF_CONFIG='\{cluster'"):
+        distribution.process_count()
+    config(type="worker", index=0)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match=r"Both KERAS_DISTRIBUTION_NUM_PROCESSES \(JAX\) and "
+                                         r"TF_CONFIG"):
+        distribution.process_count()
+    assert not (tmp_path / "r").exists()
+    # One task (or none) is one process.
+    monkeypatch.delenv("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["h0:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert (distribution.process_count(), distribution.process_index()) == (1, 0)

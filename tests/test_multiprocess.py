@@ -1,15 +1,19 @@
-"""Data-parallel training over two JAX processes on 127.0.0.1.
+"""Data-parallel training over two processes on 127.0.0.1, on the backend
+under test: ``"multi-worker"`` (``tf.distribute.MultiWorkerMirroredStrategy``,
+``TF_CONFIG``) on TensorFlow, ``"jax-data-parallel"`` (``keras.distribution``'s
+environment variables) on JAX.
 
 ``tests/multiprocess_run.py`` trains a small face run (two epochs of two
-P x K batches) in two processes joined by ``keras.distribution``'s
-environment variables, one CPU device each, and alone on two logical
-devices: the same global batches, so the weights must agree. Then process 1
-is ended after the first epoch: process 0 fails with gloo's error and fsl's
-note, and both resume from their own checkpoints and finish in step.
+P x K batches) in two processes, one CPU device each, and alone on two
+logical devices (``"mirrored"`` / ``"jax-data-parallel"``): the same global
+batches, so the weights must agree. Then process 1 is ended after the first
+epoch: process 0 fails with the engine's error and fsl's note, and both
+resume from their own checkpoints and finish in step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -25,38 +29,52 @@ import fsl  # noqa: F401  (registers the layers model.keras names)
 
 pytestmark = pytest.mark.backend_agnostic
 
-if keras.backend.backend() != "jax":
-    pytest.skip("several training processes are a JAX engine (keras.distribution); they run "
-                "in the JAX stage", allow_module_level=True)
-
 SCRIPT = pathlib.Path(__file__).with_name("multiprocess_run.py")
+BACKEND = keras.backend.backend()
+if BACKEND not in ("jax", "tensorflow"):
+    pytest.skip(f"several training processes are TensorFlow's and JAX's engines; the backend "
+                f"is {BACKEND}", allow_module_level=True)
+#: What the surviving process's error says when its peer stopped.
+PEER_GONE = {"jax": "Gloo", "tensorflow": "unhealthy (stopped sending heartbeats)"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS_DISTRIBUTION_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KERAS_DISTRIBUTION_") and k != "TF_CONFIG"}
     return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _process_env(index, ports):
+    if BACKEND == "jax":
+        return _env(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{ports[0]}",
+                    KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(index))
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return _env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                      "task": {"type": "worker", "index": index}}))
 
 
 def _alone(orl_dir, out, run):
     done = subprocess.run([sys.executable, str(SCRIPT), str(orl_dir), str(out), run,
-                           "--devices", "2"], env=_env(), capture_output=True, text=True,
-                          timeout=600)
+                           "--backend", BACKEND, "--devices", "2"], env=_env(),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _together(orl_dir, out, run, *options):
-    port = _free_port()
+    ports = _free_ports(2)
     procs = [subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(orl_dir), str(out), run, *options],
-        env=_env(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
-                 KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID=str(i)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        [sys.executable, str(SCRIPT), str(orl_dir), str(out), run, "--backend", BACKEND,
+         *options],
+        env=_process_env(i, ports), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
     results = []
     for proc in procs:
         try:
@@ -91,7 +109,8 @@ def test_two_processes_train_as_one_and_resume_after_one_stops(orl_dir, tmp_path
     (code0, err0), (code1, _) = _together(orl_dir, tmp_path, "cut", "--die-after", "0")
     assert code1 == 3
     assert code0 == 2 and "FAILED:" in err0, err0[-3000:]
-    assert "Gloo" in err0 and "start them all again with resume=True" in err0, err0[-3000:]
+    assert PEER_GONE[BACKEND] in err0, err0[-3000:]
+    assert "start them all again with resume=True" in err0, err0[-3000:]
     results = _together(orl_dir, tmp_path, "cut", "--resume")
     assert [code for code, _ in results] == [0, 0], [err[-2000:] for _, err in results]
     for folder in ("cut", "cut-process1"):

@@ -71,8 +71,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--distribution",
         choices=DISTRIBUTIONS,
         default=None,
-        help="data-parallel training: mirrored (this machine's devices, TensorFlow) or "
-        "jax-data-parallel (JAX); the mining losses mine the global batch",
+        help="data-parallel training: mirrored (this machine's devices, TensorFlow), "
+        "multi-worker (the processes TF_CONFIG names, TensorFlow) or jax-data-parallel "
+        "(JAX); the mining losses mine the global batch",
     )
     group.add_argument(
         "--quiet", action="store_true", help="no progress bar (the summary is still printed)"

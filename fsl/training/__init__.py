@@ -21,7 +21,9 @@ format: ``fsl.runs``). A run folder is never overwritten unless
 
 Modules: ``options`` (``RunOptions``, the run-control arguments every
 trainer takes), ``losses`` (the trainers' loss names and options),
-``presets`` (named recipes as data), and one module per task.
+``presets`` (named recipes as data), ``distribution`` (the data-parallel
+engines; ``multi_worker`` mends Keras's ``fit`` under TensorFlow's
+multi-worker strategy), and one module per task.
 
 ``evaluate_run(path)`` re-evaluates a finished run from its saved model.
 """

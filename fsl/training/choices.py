@@ -19,6 +19,4 @@ EMBEDDINGS = ("pooled", "projection")
 POOLINGS = ("avg", "gdc")
 
 #: Data-parallel engines of ``distribution=`` (``fsl.training.distribution``).
-# (No "multi-worker": Keras 3's fit fails under MultiWorkerMirroredStrategy,
-# keras-team/keras#20585.)
-DISTRIBUTIONS = ("mirrored", "jax-data-parallel")
+DISTRIBUTIONS = ("mirrored", "multi-worker", "jax-data-parallel")

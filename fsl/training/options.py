@@ -30,8 +30,10 @@ from fsl.training.distribution import (
     process_count,
     process_index,
     process_run_name,
+    share_batches,
     synchronized_batch_norm,
 )
+from fsl.training.multi_worker import fit_fixes
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +216,10 @@ class RunOptions:
         before an interruption (read back from ``history.csv``).
         """
         start = time.perf_counter()
-        with self.distributed(), synchronized_batch_norm(model, self.distribution):
+        mended = contextlib.nullcontext()
+        if self.distribution == "multi-worker":
+            dataset, mended = share_batches(dataset), fit_fixes(model)
+        with self.distributed(), synchronized_batch_norm(model, self.distribution), mended:
             try:
                 model.fit(
                     dataset,
