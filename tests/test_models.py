@@ -294,7 +294,7 @@ def test_save_reload_gives_identical_outputs(builder, tmp_path):
     reason="the examples build the full-size models; on JAX that spends ~1 min "
     "compiling weight initializers, and the shapes they show are backend-independent",
 )
-@pytest.mark.parametrize("module", ["siamese", "mtfl", "facenet", "embedding"])
+@pytest.mark.parametrize("module", ["base", "siamese", "mtfl", "facenet", "embedding"])
 def test_docstring_examples(module):
     result = doctest.testmod(getattr(models, module), optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0

@@ -11,6 +11,7 @@ import keras
 from fsl import distances
 from fsl import preprocessing as preprocessing_lib
 from fsl._checks import check_bool, check_choice
+from fsl.models import sublayers
 
 #: Preprocessing modes accepted by the exporters (``None``: none).
 PREPROCESSING_MODES = preprocessing_lib.STANDARDIZE_MODES
@@ -30,12 +31,6 @@ def _require_tensorflow_backend(function: str):
 
 def _check_preprocessing(preprocessing: str | None) -> str | None:
     return check_choice("preprocessing", preprocessing, (*PREPROCESSING_MODES, None))
-
-
-def _iter_layers(model: keras.layers.Layer):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _iter_layers(layer)
 
 
 def _check_image_model(model: Any, preprocessing: str | None, argname: str = "model"):
@@ -60,14 +55,15 @@ def _check_image_model(model: Any, preprocessing: str | None, argname: str = "mo
     if preprocessing is not None:
         from fsl.layers import Standardize
 
-        for layer in _iter_layers(model):
-            if isinstance(layer, Standardize):
-                raise ValueError(
-                    f"{argname} already standardises its input (layer "
-                    f"{layer.name!r}, mode={layer.mode!r}); pass preprocessing=None "
-                    f"to avoid standardising twice. Received: "
-                    f"preprocessing={preprocessing!r}"
-                )
+        standardizing = sublayers(model, Standardize)
+        if standardizing:
+            layer = standardizing[0]
+            raise ValueError(
+                f"{argname} already standardises its input (layer "
+                f"{layer.name!r}, mode={layer.mode!r}); pass preprocessing=None "
+                f"to avoid standardising twice. Received: "
+                f"preprocessing={preprocessing!r}"
+            )
     return shape[1:]
 
 

@@ -37,7 +37,7 @@ transforms); ``base`` holds ``OUTPUT_DTYPE``.
 
 from __future__ import annotations
 
-from fsl.models.base import OUTPUT_DTYPE, predict
+from fsl.models.base import OUTPUT_DTYPE, predict, sublayers
 from fsl.models.embedding import (
     ensemble_embedding,
     flip_averaged_embedding,
@@ -58,6 +58,7 @@ from fsl.models.siamese import (
 __all__ = [
     "OUTPUT_DTYPE",
     "predict",
+    "sublayers",
     "POOLING_LAYERS",
     "mnist_encoder",
     "siamese_distance_model",

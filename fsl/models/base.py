@@ -42,6 +42,36 @@ def _encoder_input(encoder: keras.Model, name: str) -> keras.KerasTensor:
     return keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype, name=name)
 
 
+def sublayers(model: keras.layers.Layer, kind: type | tuple[type, ...] = keras.layers.Layer
+              ) -> list:
+    """Every layer inside ``model``, nested models included, depth first.
+
+    Args:
+        model: a Keras model (or any layer with ``layers``).
+        kind: keep only instances of this class (or tuple of classes).
+
+    Returns:
+        The layers, each after the model that holds it; ``model`` itself is
+        not included.
+
+    Examples:
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
+    >>> outer = keras.Sequential([keras.Input((2,)), inner, keras.layers.Dense(1)])
+    >>> [type(layer).__name__ for layer in sublayers(outer)]
+    ['Sequential', 'BatchNormalization', 'Dense']
+    >>> len(sublayers(outer, keras.layers.BatchNormalization))
+    1
+    """
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, kind):
+            found.append(layer)
+        found += sublayers(layer, kind)
+    return found
+
+
 def predict(model: keras.Model, x, batch_size: int = 128) -> np.ndarray:
     """``model.predict`` to numpy, quietly, in batches of one fixed shape.
 

@@ -21,7 +21,7 @@ from keras import layers as kl
 
 from fsl._checks import check_positive_int
 from fsl.layers import HorizontalFlip, L2Normalize, Whitening
-from fsl.models.base import OUTPUT_DTYPE, _check_encoder, _encoder_input
+from fsl.models.base import OUTPUT_DTYPE, _check_encoder, _encoder_input, sublayers
 from fsl.models.facenet import POOLING_LAYERS
 
 logger = logging.getLogger(__name__)
@@ -207,16 +207,6 @@ def ensemble_embedding(members: Sequence[keras.Model], name: str = "ensemble") -
     return keras.Model(inputs, outputs, name=name)
 
 
-def _batch_norm_layers(model: keras.Model) -> list:
-    found = []
-    for item in model.layers:
-        if isinstance(item, kl.BatchNormalization):
-            found.append(item)
-        elif isinstance(item, keras.Model):
-            found.extend(_batch_norm_layers(item))
-    return found
-
-
 def recalibrate_batch_norm(model: keras.Model, images, batch_size: int = 128) -> int:
     """Recompute every batch-norm layer's statistics on ``images``.
 
@@ -254,7 +244,7 @@ def recalibrate_batch_norm(model: keras.Model, images, batch_size: int = 128) ->
     n = len(images)
     if n == 0:
         raise ValueError(f"images must hold at least one input. Received: {n} images")
-    layers = _batch_norm_layers(model)
+    layers = sublayers(model, kl.BatchNormalization)
     if not layers:
         return 0
     momenta = [item.momentum for item in layers]

@@ -55,6 +55,7 @@ from typing import Any
 
 import keras
 
+from fsl.models import sublayers
 from fsl.training.choices import DISTRIBUTIONS
 
 _BACKEND = {"mirrored": "tensorflow", "multi-worker": "tensorflow",
@@ -295,7 +296,7 @@ def share_batches(dataset):
 def synchronized_batch_norm(model: keras.Model, name: str | None):
     """Under a TensorFlow strategy, the model's batch-norm layers normalise with
     the global batch's statistics inside this context."""
-    layers = _batch_norm_layers(model) if name in _STRATEGIES else []
+    layers = sublayers(model, keras.layers.BatchNormalization) if name in _STRATEGIES else []
     for layer in layers:
         layer.synchronized = True
     try:
@@ -303,13 +304,6 @@ def synchronized_batch_norm(model: keras.Model, name: str | None):
     finally:
         for layer in layers:
             layer.synchronized = False
-
-
-def _batch_norm_layers(layer) -> list:
-    found = [layer] if isinstance(layer, keras.layers.BatchNormalization) else []
-    for inner in getattr(layer, "layers", []):
-        found += _batch_norm_layers(inner)
-    return found
 
 
 __all__ = ["DISTRIBUTIONS", "check_batch", "check_distribution",
