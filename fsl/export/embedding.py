@@ -7,7 +7,6 @@ from typing import Any
 
 import keras
 
-from fsl import distances
 from fsl._checks import PathLike
 from fsl.export.archive import (
     _check_format,
@@ -19,8 +18,7 @@ from fsl.export.archive import (
 from fsl.export.graph import (
     _check_embedding_output,
     _check_inputs,
-    _images_to_model_input,
-    _model_fn,
+    _embedder,
 )
 
 
@@ -104,12 +102,10 @@ def export_embedding_model(
     _check_embedding_output(model)
     format = _check_format(format, resize)
     path = _prepare_export_dir(export_dir, overwrite)
-    call = _model_fn(model)
+    embedder = _embedder(tf, model, hwc, resize, preprocessing)
 
     def embed(images):
-        x = _images_to_model_input(tf, images, hwc, resize, preprocessing, "images")
-        embeddings = tf.cast(call(x), tf.float32)
-        return {"embeddings": distances.l2_normalize(embeddings, axis=-1)}
+        return {"embeddings": embedder(images, "images")}
 
     info = {"kind": "embedding", "preprocessing": preprocessing, **_contract_info(contract)}
     if format == "onnx":

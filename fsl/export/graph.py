@@ -102,6 +102,19 @@ def _model_fn(model):
     return call
 
 
+def _embedder(tf, model, hwc, resize, standardize, normalize: bool = True):
+    """``embed(images, name)``: raw pixels -> the model's float32 embeddings,
+    L2-normalised when ``normalize``; ``name`` names the input in errors."""
+    call = _model_fn(model)
+
+    def embed(images, name):
+        x = _images_to_model_input(tf, images, hwc, resize, standardize, name)
+        embeddings = tf.cast(call(x), tf.float32)
+        return distances.l2_normalize(embeddings, axis=-1) if normalize else embeddings
+
+    return embed
+
+
 def _check_embedding_output(model, argname: str = "model") -> int | None:
     """``model`` has one ``[N, D]`` output; returns ``D``."""
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:

@@ -25,8 +25,7 @@ from fsl.export.graph import (
     _check_preprocessing,
     _check_resize,
     _cohort_statistics,
-    _images_to_model_input,
-    _model_fn,
+    _embedder,
     _require_tensorflow_backend,
 )
 
@@ -136,7 +135,7 @@ def export_pair_verifier(
     if cohort is not None:
         cohort = _check_cohort(cohort, dim, normalize)
     path = _prepare_export_dir(export_dir, overwrite)
-    call = _model_fn(embedding_model)
+    embed = _embedder(tf, embedding_model, hwc, resize, preprocessing, normalize)
     paired = distances.get_paired(metric)
     threshold_variable = tf.Variable(
         float(threshold), dtype=tf.float32, trainable=False, name="threshold"
@@ -144,11 +143,6 @@ def export_pair_verifier(
     cohort_variable = None if cohort is None else tf.Variable(
         cohort, dtype=tf.float32, trainable=False, name="cohort"
     )
-
-    def embed(images, name):
-        x = _images_to_model_input(tf, images, hwc, resize, preprocessing, name)
-        embeddings = tf.cast(call(x), tf.float32)
-        return distances.l2_normalize(embeddings, axis=-1) if normalize else embeddings
 
     def verify(image_a, image_b):
         check = tf.debugging.assert_equal(
