@@ -12,11 +12,23 @@ materialise (computed, not run; TFA's lifted loss builds several), for
 comparison with ``fsl``'s O(B^2) memory. ``ratio_to_hard`` is a record's
 time over batch-hard's at the same B (when both ran).
 
+``tfsim-multi-similarity`` and ``tfsim-circle`` (TensorFlow only, not in the
+default list) time TensorFlow Similarity's own ``MultiSimilarityLoss`` and
+``CircleLoss`` (``distance="cosine"``, their defaults, which ``fsl``'s
+defaults equal) the same way, on the same TensorFlow through ``tf-keras``
+(``TF_USE_LEGACY_KERAS=1`` in their subprocess); ``fsl``'s records then get
+``ratio_to_tf_similarity``. TF Similarity 0.17 is Keras 2 only and pins old
+TensorFlow, so it is installed beside ``fsl`` without its dependencies::
+
+    pip install --no-deps tensorflow-similarity==0.17.1 tf-keras==2.21.0 tabulate
+
 Usage::
 
     python benchmarks/mining.py            # B in 256 ... 4096, D = 128
     python benchmarks/mining.py --quick    # B in 64, 128, 256
     python benchmarks/mining.py --sizes 4096 --per-class 16 --strategies semihard hard
+    python benchmarks/mining.py --strategies multi-similarity tfsim-multi-similarity \
+        circle tfsim-circle
     KERAS_BACKEND=jax python benchmarks/mining.py
 
 Prints a JSON list of records on stdout.
@@ -36,6 +48,9 @@ import time
 import _machine
 
 STRATEGIES = ("semihard", "hard", "batch-all", "lifted", "multi-similarity", "circle")
+#: TensorFlow Similarity's implementations, timed for comparison (fsl's name -> class).
+TF_SIMILARITY = {"tfsim-multi-similarity": ("multi-similarity", "MultiSimilarityLoss"),
+                 "tfsim-circle": ("circle", "CircleLoss")}
 FULL_SIZES = (256, 512, 1024, 2048, 4096)
 QUICK_SIZES = (64, 128, 256)
 EXAMPLES_PER_CLASS = 4  # default of --per-class
@@ -47,7 +62,31 @@ def _rss_high_water_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def _tf_similarity_loss(name: str):
+    """TF Similarity's loss class ``name``, imported without running the
+    package's ``__init__`` (it imports the plotting and search modules, with
+    umap-learn, nmslib and bokeh, which the losses do not use)."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("tensorflow_similarity")
+    if spec is None or importlib.util.find_spec("tf_keras") is None:
+        raise ImportError("TF Similarity's losses need tensorflow-similarity 0.17 and tf-keras: "
+                          "pip install --no-deps tensorflow-similarity==0.17.1 tf-keras==2.21.0 "
+                          "tabulate")
+    package = types.ModuleType("tensorflow_similarity")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["tensorflow_similarity"] = package
+    from tensorflow_similarity import losses
+
+    return getattr(losses, name)(distance="cosine")
+
+
 def _loss_fn(strategy: str):
+    if strategy in TF_SIMILARITY:
+        loss = _tf_similarity_loss(TF_SIMILARITY[strategy][1])
+        return lambda y, x: loss(y, x)
+
     from fsl import losses
 
     if strategy == "semihard":
@@ -133,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=EXAMPLES_PER_CLASS,
                         help=f"examples per class (default {EXAMPLES_PER_CLASS})")
     parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES),
-                        choices=STRATEGIES)
+                        choices=STRATEGIES + tuple(TF_SIMILARITY))
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds allowed per configuration")
     parser.add_argument("--worker", nargs=2, metavar=("STRATEGY", "B"),
@@ -141,6 +180,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
+        if args.worker[0] in TF_SIMILARITY:
+            os.environ["KERAS_BACKEND"] = "tensorflow"
         record = run_one(args.worker[0], int(args.worker[1]), args.dim, args.repeats,
                          args.per_class)
         print(json.dumps(record))
@@ -154,9 +195,11 @@ def main(argv=None) -> int:
             command = [sys.executable, os.path.abspath(__file__), "--worker",
                        strategy, str(batch_size), "--dim", str(args.dim),
                        "--repeats", str(args.repeats), "--per-class", str(args.per_class)]
+            # tf.keras is Keras 2 (tf-keras) for TF Similarity only.
+            legacy = {"TF_USE_LEGACY_KERAS": "1"} if strategy in TF_SIMILARITY else {}
             try:
                 done = subprocess.run(command, capture_output=True, text=True,
-                                      env=env, timeout=args.timeout)
+                                      env={**env, **legacy}, timeout=args.timeout)
             except subprocess.TimeoutExpired:
                 records.append({"strategy": strategy, "B": batch_size, "D": args.dim,
                                 "error": f"timed out after {args.timeout} s"})
@@ -169,9 +212,15 @@ def main(argv=None) -> int:
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
     hard = {r["B"]: r["seconds_per_step"] for r in records
             if r.get("strategy") == "hard" and "seconds_per_step" in r}
+    reference = {(TF_SIMILARITY[r["strategy"]][0], r["B"]): r["seconds_per_step"]
+                 for r in records if r.get("strategy") in TF_SIMILARITY
+                 and "seconds_per_step" in r}
     for record in records:
         if "seconds_per_step" in record and record["B"] in hard:
             record["ratio_to_hard"] = record["seconds_per_step"] / hard[record["B"]]
+        key = (record.get("strategy"), record.get("B"))
+        if "seconds_per_step" in record and key in reference:
+            record["ratio_to_tf_similarity"] = record["seconds_per_step"] / reference[key]
     print(json.dumps(records, indent=1))
     return 0
 
