@@ -63,9 +63,7 @@ def l2_normalize(x, axis: int = -1, epsilon: float = _L2_NORMALIZE_EPSILON):
 
 
 def _zero_diagonal(matrix):
-    n = ops.shape(matrix)[0]
-    off_diagonal = ops.subtract(1.0, ops.eye(n, dtype=matrix.dtype))
-    return matrix * off_diagonal
+    return ops.where(ops.eye(ops.shape(matrix)[0], dtype="bool"), 0.0, matrix)
 
 
 def _cross_squared_euclidean(a, b):
@@ -129,8 +127,8 @@ def pairwise_angular(embeddings):
     Returns:
         Symmetric ``[B, B]`` tensor with values in ``[0, 2]`` and zero diagonal.
     """
-    embeddings = ops.convert_to_tensor(embeddings)
-    return _zero_diagonal(_cross_angular(embeddings, embeddings))
+    unit = l2_normalize(ops.convert_to_tensor(embeddings), axis=1)
+    return _zero_diagonal(ops.maximum(1.0 - ops.matmul(unit, ops.transpose(unit)), 0.0))
 
 
 def paired_squared_euclidean(a, b):

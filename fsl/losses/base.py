@@ -244,15 +244,16 @@ def _masked_logsumexp(values, mask):
     """
     mask = ops.cast(mask, "bool")
     has = ops.any(mask, axis=1)
-    row_max = mining.masked_maximum(values, mask, keepdims=True)
+    # The shift is the row's masked maximum (an unmasked one would let a large
+    # masked-out value underflow every kept term). It cancels out of the value,
+    # so its gradient is exactly 0: stop_gradient saves a backward pass.
+    row_max = ops.stop_gradient(ops.max(ops.where(mask, values, -1e30), axis=1, keepdims=True))
     # Masked-out entries are replaced before exp (by a value whose exp is 0),
     # not zeroed after: exp of a large masked value would be inf, and
     # where()'s gradient 0 * inf is NaN.
-    shifted = ops.where(mask, values - row_max, ops.full_like(values, -1e4))
-    total = ops.sum(ops.exp(shifted), axis=1)
-    total = ops.where(has, total, ops.ones_like(total))
-    lse = ops.squeeze(row_max, axis=1) + ops.log(total)
-    return ops.where(has, lse, ops.full_like(lse, -1e30)), has
+    total = ops.sum(ops.exp(ops.where(mask, values - row_max, -1e4)), axis=1)
+    lse = ops.squeeze(row_max, axis=1) + ops.log(ops.where(has, total, 1.0))
+    return ops.where(has, lse, -1e30), has
 
 
 # === Base class ===

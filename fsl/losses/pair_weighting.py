@@ -34,9 +34,10 @@ __all__ = [
 
 
 def _log1p_sum_exp(values, mask):
-    """``log(1 + sum(exp(values)))`` of each row over ``mask`` (0 for an empty row)."""
-    lse, _ = _masked_logsumexp(values, mask)
-    return ops.logaddexp(ops.zeros_like(lse), lse)
+    """``(log(1 + sum(exp(values))), has)`` of each row over ``mask`` (0 for
+    an empty row; ``has``: the row's mask is not empty)."""
+    lse, has = _masked_logsumexp(values, mask)
+    return ops.logaddexp(ops.zeros_like(lse), lse), has
 
 
 def multi_similarity_loss(
@@ -102,12 +103,11 @@ def multi_similarity_loss(
     negatives = ops.logical_and(
         negative_mask, ops.less(distances, farthest_positive + epsilon)
     )
-    valid = ops.logical_and(ops.any(positives, axis=1), ops.any(negatives, axis=1))
     shifted = distances + (lmda - center)
-    per_anchor = (
-        _log1p_sum_exp(alpha * shifted, positives) / alpha
-        + _log1p_sum_exp(-beta * shifted, negatives) / beta
-    )
+    positive_term, has_positive = _log1p_sum_exp(alpha * shifted, positives)
+    negative_term, has_negative = _log1p_sum_exp(-beta * shifted, negatives)
+    per_anchor = positive_term / alpha + negative_term / beta
+    valid = ops.logical_and(has_positive, has_negative)
     loss = ops.sum(ops.where(valid, per_anchor, 0.0)) / batch.anchors
     return loss
 
@@ -159,13 +159,14 @@ def circle_loss(
     metric = _validate_metric(distance_metric)
     batch = _prepare_batch(y_true, y_pred, metric)
     distances, positive_mask, negative_mask = batch[:3]
-    valid = ops.logical_and(ops.any(positive_mask, axis=1), ops.any(negative_mask, axis=1))
     positive_weight = ops.maximum(margin + distances, 0.0)
     negative_weight = ops.maximum(1.0 + margin - distances, 0.0)
-    per_anchor = _log1p_sum_exp(
-        -gamma * positive_weight * (margin - distances), positive_mask
-    ) + _log1p_sum_exp(gamma * negative_weight * (1.0 - margin - distances), negative_mask)
-    loss = ops.sum(ops.where(valid, per_anchor, 0.0)) / batch.anchors
+    positive_term, has_positive = _log1p_sum_exp(
+        -gamma * positive_weight * (margin - distances), positive_mask)
+    negative_term, has_negative = _log1p_sum_exp(
+        gamma * negative_weight * (1.0 - margin - distances), negative_mask)
+    valid = ops.logical_and(has_positive, has_negative)
+    loss = ops.sum(ops.where(valid, positive_term + negative_term, 0.0)) / batch.anchors
     return loss
 
 
