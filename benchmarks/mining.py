@@ -4,7 +4,8 @@ For each strategy (semihard, hard, batch-all, and the lifted-structure,
 multi-similarity and circle losses) and batch size B, a fresh Python
 subprocess builds random ``[B, D]`` embeddings (4 examples per class), runs
 the loss and its gradient once to warm up (tracing / compilation), then
-``--repeats`` more times, and reports the median seconds and its peak resident
+``--repeats`` more times, and reports the median seconds (wall clock, and the
+process's CPU time; ``--threads`` sets TensorFlow's) and its peak resident
 memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), so each number covers
 one configuration only. ``tfa_tile_bytes`` is the size of the float32
 ``[B * B, B]`` tile that TensorFlow Addons' semi-hard and lifted losses
@@ -130,10 +131,16 @@ def _forward_backward(strategy: str):
 
 
 def run_one(strategy: str, batch_size: int, dim: int, repeats: int,
-            per_class: int = EXAMPLES_PER_CLASS) -> dict:
+            per_class: int = EXAMPLES_PER_CLASS, threads: int | None = None) -> dict:
     """Time one configuration in this process; returns its JSON record."""
     import keras
     import numpy as np
+
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, dim)).astype("float32")
@@ -143,11 +150,12 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int,
     step = _forward_backward(strategy)
     baseline = _rss_high_water_bytes()
     step(y, x)  # warm-up: trace / compile
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step(y, x)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     return {
         "strategy": strategy,
         "B": batch_size,
@@ -155,6 +163,8 @@ def run_one(strategy: str, batch_size: int, dim: int, repeats: int,
         "per_class": per_class,
         "backend": keras.backend.backend(),
         "seconds_per_step": statistics.median(times),
+        "cpu_seconds_per_step": statistics.median(cpu_times),
+        "threads": threads,
         "repeats": repeats,
         "peak_rss_bytes": _rss_high_water_bytes(),
         "rss_before_first_step_bytes": baseline,
@@ -173,6 +183,8 @@ def main(argv=None) -> int:
                         help=f"examples per class (default {EXAMPLES_PER_CLASS})")
     parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES),
                         choices=STRATEGIES + tuple(TF_SIMILARITY))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow's intra- and inter-op threads (default: its own)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds allowed per configuration")
     parser.add_argument("--worker", nargs=2, metavar=("STRATEGY", "B"),
@@ -183,7 +195,7 @@ def main(argv=None) -> int:
         if args.worker[0] in TF_SIMILARITY:
             os.environ["KERAS_BACKEND"] = "tensorflow"
         record = run_one(args.worker[0], int(args.worker[1]), args.dim, args.repeats,
-                         args.per_class)
+                         args.per_class, args.threads)
         print(json.dumps(record))
         return 0
 
@@ -195,6 +207,8 @@ def main(argv=None) -> int:
             command = [sys.executable, os.path.abspath(__file__), "--worker",
                        strategy, str(batch_size), "--dim", str(args.dim),
                        "--repeats", str(args.repeats), "--per-class", str(args.per_class)]
+            if args.threads:
+                command += ["--threads", str(args.threads)]
             # tf.keras is Keras 2 (tf-keras) for TF Similarity only.
             legacy = {"TF_USE_LEGACY_KERAS": "1"} if strategy in TF_SIMILARITY else {}
             try:
