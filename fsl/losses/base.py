@@ -243,11 +243,13 @@ def _masked_logsumexp(values, mask):
     downstream meets ``log(0)``; ``has`` tells which rows are real.
     """
     mask = ops.cast(mask, "bool")
-    has = ops.any(mask, axis=1)
     # The shift is the row's masked maximum (an unmasked one would let a large
-    # masked-out value underflow every kept term). It cancels out of the value,
-    # so its gradient is exactly 0: stop_gradient saves a backward pass.
-    row_max = ops.stop_gradient(ops.max(ops.where(mask, values, -1e30), axis=1, keepdims=True))
+    # masked-out value underflow every kept term); -inf marks an empty row. It
+    # cancels out of the value, so its gradient is exactly 0: stop_gradient
+    # saves a backward pass.
+    row_max = ops.stop_gradient(
+        ops.max(ops.where(mask, values, float("-inf")), axis=1, keepdims=True))
+    has = ops.greater(ops.squeeze(row_max, axis=1), float("-inf"))
     # Masked-out entries are replaced before exp (by a value whose exp is 0),
     # not zeroed after: exp of a large masked value would be inf, and
     # where()'s gradient 0 * inf is NaN.
