@@ -189,3 +189,32 @@ def test_tf_config_names_the_processes_and_is_checked(monkeypatch, tmp_path):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["h0:1"]},
                                                 "task": {"type": "worker", "index": 0}}))
     assert (distribution.process_count(), distribution.process_index()) == (1, 0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="mends Keras's TensorFlow trainer (the multi-worker strategy's)")
+def test_multi_worker_fit_fixes_last_one_fit_and_step_aside(monkeypatch, caplog):
+    from keras.src.backend.tensorflow import trainer
+
+    from fsl.training import multi_worker
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    keras_reduce = trainer.reduce_per_replica
+    with multi_worker.fit_fixes(model):
+        assert trainer.reduce_per_replica is not keras_reduce
+        assert "_maybe_symbolic_build" in vars(model)
+        # Outside a multi-worker strategy, Keras's own reduction answers.
+        import tensorflow as tf
+
+        value = tf.constant([1.0, 3.0])
+        np.testing.assert_allclose(
+            trainer.reduce_per_replica({"v": value}, tf.distribute.get_strategy(), "auto")["v"],
+            keras_reduce({"v": value}, tf.distribute.get_strategy(), "auto")["v"])
+    assert trainer.reduce_per_replica is keras_reduce
+    assert "_maybe_symbolic_build" not in vars(model)
+    # A Keras whose trainer is not the one mended: a warning, and fit as Keras has it.
+    monkeypatch.setattr(multi_worker, "_trainer_module", lambda: None)
+    with caplog.at_level("WARNING", logger="fsl.training.multi_worker"):
+        with multi_worker.fit_fixes(model):
+            assert trainer.reduce_per_replica is keras_reduce
+    assert "is not the one fsl mends" in caplog.text
