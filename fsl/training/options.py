@@ -124,12 +124,13 @@ class RunOptions:
             ``"mixed_bfloat16"``: the Keras dtype policy the model is built
             under (16-bit compute, float32 weights, outputs and losses;
             ``"mixed_float16"`` adds loss scaling).
-        distribution: ``None`` (one device), ``"mirrored"`` or
-            ``"jax-data-parallel"``: the framework's
+        distribution: ``None`` (one device), ``"mirrored"``,
+            ``"multi-worker"`` or ``"jax-data-parallel"``: the framework's
             data-parallel engine the model is built and trained under
-            (``fsl.training.distribution``; several processes: its
-            ``"jax-data-parallel"`` with ``keras.distribution``'s environment
-            variables); ``resume`` accepts another one.
+            (``fsl.training.distribution``; several processes:
+            ``"multi-worker"`` with ``TF_CONFIG``, or ``"jax-data-parallel"``
+            with ``keras.distribution``'s environment variables); ``resume``
+            accepts another one.
         verbose: Keras ``fit`` verbosity; 0 also silences the summary line.
         callbacks: extra Keras callbacks for ``fit``.
 
