@@ -77,11 +77,14 @@ def _cross_squared_euclidean(a, b):
     return ops.maximum(squared, 0.0)
 
 
+def _unit_angular(a, b):
+    """``1 - a_i . b_j`` clamped at 0, for rows already of unit norm."""
+    return ops.maximum(1.0 - ops.matmul(a, ops.transpose(b)), 0.0)
+
+
 def _cross_angular(a, b):
     """``1 - cos(a_i, b_j)`` clamped at 0, ``[A, D], [B, D] -> [A, B]``."""
-    return ops.maximum(
-        1.0 - ops.matmul(l2_normalize(a, axis=1), ops.transpose(l2_normalize(b, axis=1))), 0.0
-    )
+    return _unit_angular(l2_normalize(a, axis=1), l2_normalize(b, axis=1))
 
 
 def pairwise_squared_euclidean(embeddings):
@@ -127,8 +130,8 @@ def pairwise_angular(embeddings):
     Returns:
         Symmetric ``[B, B]`` tensor with values in ``[0, 2]`` and zero diagonal.
     """
-    unit = l2_normalize(ops.convert_to_tensor(embeddings), axis=1)
-    return _zero_diagonal(ops.maximum(1.0 - ops.matmul(unit, ops.transpose(unit)), 0.0))
+    unit = l2_normalize(ops.convert_to_tensor(embeddings), axis=1)  # once, not per side
+    return _zero_diagonal(_unit_angular(unit, unit))
 
 
 def paired_squared_euclidean(a, b):
